@@ -1,0 +1,300 @@
+"""Quantizers of arXiv:1609.07061 (QNN) and their straight-through gradients.
+
+Three layers, from plain to trainable:
+
+1. plain functions (`sign`, `quantize_linear`, ...): the forward maths, no autograd
+   tricks; used by the deploy/kernel code and as references in tests;
+2. `ste_*` functions: the same forward, with the straight-through estimator (STE) of
+   Sec. 2.3 as backward: grad * 1_{|x| <= 1} ("saturated", Eq. 4) or grad unchanged;
+3. small `nn.Module` classes, registered in `QUANTIZERS` so `params.yaml` can name a
+   quantizer by string (`get_quantizer("sign")`, `{"name": "log", "bits": 4}`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "sign", "hard_sigmoid", "hard_tanh", "stochastic_sign", "quantize_linear", "quantize_log",
+    "ste_sign", "ste_stochastic_sign", "ste_quantize_linear", "ste_quantize_log",
+    "Sign", "StochasticSign", "LinearQuantizer", "LogQuantizer", "Identity", "HardTanh",
+    "QUANTIZERS", "get_quantizer",
+]
+
+
+# ---------------------------------------------------------------------------
+# Plain functions
+# ---------------------------------------------------------------------------
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """+1 where x >= 0 else -1 (Eq. 1). Unlike torch.sign, sign(0) = +1, so the output
+    is always a valid binary value, as in the authors' code."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """clamp((x + 1) / 2, 0, 1): the probability of +1 in stochastic binarization (Eq. 3)."""
+    return torch.clamp((x + 1) / 2, 0, 1)
+
+
+def hard_tanh(x: torch.Tensor) -> torch.Tensor:
+    """clamp(x, -1, 1); its derivative 1_{|x| < 1} is the saturated STE of sign (Eq. 4)."""
+    return torch.clamp(x, -1, 1)
+
+
+def stochastic_sign(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """+1 with probability hard_sigmoid(x), else -1 (Eq. 2-3).
+
+    E[stochastic_sign(x)] = 2 * hard_sigmoid(x) - 1 = hard_tanh(x). Pass an explicit
+    `generator` for reproducible draws independent of the global RNG.
+    """
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    u = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
+    # u lies in [0, 1), so P(u < p) = p exactly, also at p = 0 and p = 1.
+    return torch.where(u < hard_sigmoid(x), torch.ones_like(x), -torch.ones_like(x))
+
+
+def _check_bits(bits: int) -> int:
+    if int(bits) != bits or bits < 1:
+        raise ValueError(f"bits must be a positive integer, got {bits!r}")
+    return int(bits)
+
+
+def quantize_linear(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Uniform k-bit quantization on [-1, 1] (Sec. 4, Eq. 5 rescaled to [-1, 1]).
+
+    q = floor(((clamp(x, -1, 1) + 1) / 2) * (2**bits - 1) + 0.5) / (2**bits - 1) * 2 - 1
+
+    2**bits levels spaced 2 / (2**bits - 1) apart, both ends included. Rounding is
+    half-up (floor(. + 0.5)) rather than torch.round's half-to-even, so that bits=1 is
+    exactly `sign` with sign(0) = +1.
+    """
+    levels = 2 ** _check_bits(bits) - 1
+    unit = (hard_tanh(x) + 1) / 2
+    return torch.floor(unit * levels + 0.5) / levels * 2 - 1
+
+
+def quantize_log(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logarithmic quantization: AP2(x) = sign(x) * 2**round(log2|x|) (Sec. 4, Eq. 6-7).
+
+    Code layout: 1 sign bit + (bits - 1) exponent bits, so the exponent takes the
+    2**(bits-1) values {0, -1, ..., -(2**(bits-1) - 1)}: magnitudes in [2**-(2**(bits-1)-1), 1],
+    i.e. the same [-1, 1] range as the other quantizers (weights are clipped there).
+    Exponents outside are clipped, not flushed to zero, because this code has no zero.
+    For the same reason x == 0 maps to the smallest magnitude with sign +, matching
+    sign(0) = +1; bits=1 is then exactly `sign`. round() is torch.round (half-to-even
+    in the log domain; ties are measure-zero for real data).
+    """
+    min_exponent = -(2 ** (_check_bits(bits) - 1) - 1)
+    magnitude = x.abs()
+    # log2(0) = -inf clips to min_exponent, which is the documented x == 0 rule.
+    exponent = torch.clamp(torch.round(torch.log2(magnitude)), min_exponent, 0)
+    return sign(x) * torch.pow(2.0, exponent).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Straight-through estimators
+# ---------------------------------------------------------------------------
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: any quantizer q(x). Backward: dL/dx = dL/dq * 1_{|x| <= 1} (saturate)
+    or dL/dq (no saturation). q itself has zero gradient almost everywhere, which is
+    why the STE replaces it (Sec. 2.3, after Hinton's lectures / Bengio et al. 2013)."""
+
+    @staticmethod
+    def forward(ctx, x, quantize, saturate):
+        ctx.saturate = saturate
+        if saturate:
+            ctx.save_for_backward(x)
+        return quantize(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if not ctx.saturate:
+            return grad_output, None, None
+        (x,) = ctx.saved_tensors
+        # Cancelling the gradient where |x| > 1 is what made large-|x| units stop
+        # moving and improved accuracy in the paper (Sec. 2.3, Eq. 4).
+        return grad_output * (x.abs() <= 1).to(grad_output.dtype), None, None
+
+
+def ste_sign(x: torch.Tensor, saturate: bool = True) -> torch.Tensor:
+    """`sign` forward, straight-through backward."""
+    return _StraightThrough.apply(x, sign, saturate)
+
+
+def ste_stochastic_sign(x: torch.Tensor, generator: torch.Generator | None = None,
+                        saturate: bool = True) -> torch.Tensor:
+    """`stochastic_sign` forward, straight-through backward."""
+    return _StraightThrough.apply(x, lambda t: stochastic_sign(t, generator), saturate)
+
+
+def ste_quantize_linear(x: torch.Tensor, bits: int, saturate: bool = True) -> torch.Tensor:
+    """`quantize_linear` forward, straight-through backward."""
+    return _StraightThrough.apply(x, lambda t: quantize_linear(t, bits), saturate)
+
+
+def ste_quantize_log(x: torch.Tensor, bits: int, saturate: bool = True) -> torch.Tensor:
+    """`quantize_log` forward, straight-through backward."""
+    return _StraightThrough.apply(x, lambda t: quantize_log(t, bits), saturate)
+
+
+# ---------------------------------------------------------------------------
+# Modules (what layers and params.yaml use)
+# ---------------------------------------------------------------------------
+
+class Sign(nn.Module):
+    """Deterministic binarization (arXiv:1609.07061 Sec. 2.1, Eq. 1).
+
+    Forward: q = +1 if x >= 0 else -1.
+    Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate (Sec. 2.3, Eq. 4) else dL/dq.
+    """
+
+    def __init__(self, saturate: bool = True):
+        super().__init__()
+        self.saturate = saturate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_sign(x, self.saturate)
+
+    def extra_repr(self) -> str:
+        return f"saturate={self.saturate}"
+
+
+class StochasticSign(nn.Module):
+    """Stochastic binarization (arXiv:1609.07061 Sec. 2.1, Eq. 2-3).
+
+    Forward (training): q = +1 with probability hard_sigmoid(x) = clamp((x+1)/2, 0, 1),
+    else -1; draws come from `generator` when given.
+    Forward (eval): deterministic sign(x), so `model.eval()` gives reproducible
+    inference. (The authors' Theano code instead uses the real-valued weights at test
+    time for stochastically binarized weights; this library binarizes so a trained
+    net can be bit-packed.)
+    Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate (Eq. 4) else dL/dq.
+    """
+
+    def __init__(self, generator: torch.Generator | None = None, saturate: bool = True):
+        super().__init__()
+        self.generator = generator
+        self.saturate = saturate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return ste_stochastic_sign(x, self.generator, self.saturate)
+        return ste_sign(x, self.saturate)
+
+    def extra_repr(self) -> str:
+        return f"saturate={self.saturate}"
+
+
+class LinearQuantizer(nn.Module):
+    """Uniform k-bit quantization on [-1, 1] (arXiv:1609.07061 Sec. 4, Eq. 5).
+
+    Forward: q = floor(((clamp(x,-1,1) + 1)/2) * (2**bits - 1) + 0.5) / (2**bits - 1) * 2 - 1,
+    2**bits levels; bits=1 equals Sign.
+    Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate else dL/dq.
+    """
+
+    def __init__(self, bits: int, saturate: bool = True):
+        super().__init__()
+        self.bits = _check_bits(bits)
+        self.saturate = saturate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_quantize_linear(x, self.bits, self.saturate)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, saturate={self.saturate}"
+
+
+class LogQuantizer(nn.Module):
+    """Logarithmic (power-of-two) quantization (arXiv:1609.07061 Sec. 4, Eq. 6-7).
+
+    Forward: q = sign(x) * 2**clamp(round(log2|x|), -(2**(bits-1) - 1), 0)
+    (1 sign bit + bits-1 exponent bits; x == 0 -> +smallest magnitude).
+    Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate else dL/dq.
+    """
+
+    def __init__(self, bits: int, saturate: bool = True):
+        super().__init__()
+        self.bits = _check_bits(bits)
+        self.saturate = saturate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_quantize_log(x, self.bits, self.saturate)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, saturate={self.saturate}"
+
+
+class Identity(nn.Module):
+    """Full precision: no quantization (the 32-bit baseline of arXiv:1609.07061 Tab. 1-2).
+
+    Forward: q = x.  Gradient: dL/dx = dL/dq.
+    `saturate` is accepted so every registered quantizer takes the same argument;
+    with saturate=True the gradient is masked to |x| <= 1 like the other STEs.
+    Default False: a full-precision quantizer keeps its true (identity) gradient.
+    """
+
+    def __init__(self, saturate: bool = False):
+        super().__init__()
+        self.saturate = saturate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.saturate:
+            return _StraightThrough.apply(x, torch.clone, True)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"saturate={self.saturate}"
+
+
+class HardTanh(nn.Module):
+    """Activation of the full-precision twin network (arXiv:1609.07061 Sec. 2.3, Eq. 4).
+
+    Forward: q = clamp(x, -1, 1).  Gradient: dL/dx = dL/dq * 1_{|x| <= 1}, its own
+    derivative, which is the saturated STE of sign: the full-precision net sees the
+    same gradient path as the binary one. (At |x| = 1 the derivative is undefined;
+    we take 1 like the STE, where torch.clamp's autograd would take 0.)
+    `saturate=False` makes the gradient the identity (a clipped-forward STE),
+    mirroring the other quantizers' argument.
+    """
+
+    def __init__(self, saturate: bool = True):
+        super().__init__()
+        self.saturate = saturate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _StraightThrough.apply(x, hard_tanh, self.saturate)
+
+    def extra_repr(self) -> str:
+        return f"saturate={self.saturate}"
+
+
+QUANTIZERS: dict[str, type] = {
+    "sign": Sign,
+    "stochastic_sign": StochasticSign,
+    "linear": LinearQuantizer,
+    "log": LogQuantizer,
+    "identity": Identity,
+    "hard_tanh": HardTanh,
+}
+
+
+def get_quantizer(spec: str | dict | nn.Module) -> nn.Module:
+    """Build a quantizer from a registered name, a dict {"name": ..., **kwargs}, or
+    return an nn.Module instance as is (so callers can pass their own)."""
+    if isinstance(spec, nn.Module):
+        return spec
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    elif isinstance(spec, dict):
+        if "name" not in spec:
+            raise ValueError(f"quantizer dict needs a 'name' key, got {spec!r}")
+        kwargs = dict(spec)
+        name = kwargs.pop("name")
+    else:
+        raise TypeError(f"quantizer spec must be a name, a dict or an nn.Module, got {type(spec).__name__}")
+    if name not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {name!r}; valid names: {sorted(QUANTIZERS)}")
+    return QUANTIZERS[name](**kwargs)

@@ -1,0 +1,112 @@
+"""The MNIST MLP builder: layout, quantizer choice, determinism, config validation."""
+import pytest
+import torch
+from torch import nn
+
+from qnnlib.layers import QuantActivation, QuantLinear
+from qnnlib.models import build_model, full_precision_mlp, mnist_mlp, quant_linears
+from qnnlib.quantizers import (HardTanh, Identity, LinearQuantizer, LogQuantizer, Sign,
+                               StochasticSign)
+
+SMALL = dict(hidden=32, depth=3)
+
+
+def test_paper_layout_with_default_sizes():
+    model = mnist_mlp()
+    kinds = [type(m) for m in model]
+    hidden_block = [QuantLinear, nn.BatchNorm1d, QuantActivation, nn.Dropout]
+    assert kinds == [nn.Dropout] + 3 * hidden_block + [QuantLinear, nn.BatchNorm1d]
+    shapes = [tuple(layer.weight.shape) for layer in quant_linears(model)]
+    assert shapes == [(4096, 784), (4096, 4096), (4096, 4096), (10, 4096)]
+    assert [m.p for m in model if isinstance(m, nn.Dropout)] == [0.2, 0.5, 0.5, 0.5]
+    for bn in (m for m in model if isinstance(m, nn.BatchNorm1d)):
+        assert bn.eps == 1e-4 and bn.momentum == 0.1
+    for layer in quant_linears(model):
+        assert isinstance(layer.weight_quantizer, Sign)
+        assert layer.weight.abs().max() <= 1.0 and layer.bias is not None
+    assert all(isinstance(m.quantizer, Sign) for m in model if isinstance(m, QuantActivation))
+    assert [round(layer.lr_scale, 2) for layer in quant_linears(model)] == [57.04, 73.90, 73.90, 52.32]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_depth_and_output_shape(depth):
+    model = mnist_mlp(hidden=16, depth=depth)
+    assert len(quant_linears(model)) == depth + 1
+    assert model(torch.rand(5, 784) * 2 - 1).shape == (5, 10)
+
+
+def test_bits_select_quantizers():
+    model = mnist_mlp(**SMALL, weight_bits=2, act_bits=4, ste_saturate=False)
+    assert all(isinstance(l.weight_quantizer, LinearQuantizer) and l.weight_quantizer.bits == 2
+               and l.weight_quantizer.saturate is False for l in quant_linears(model))
+    acts = [m.quantizer for m in model if isinstance(m, QuantActivation)]
+    assert all(isinstance(a, LinearQuantizer) and a.bits == 4 for a in acts)
+
+
+def test_overrides_win_over_bits_and_get_model_settings():
+    gen = torch.Generator().manual_seed(0)
+    model = mnist_mlp(**SMALL, weight_quantizer={"name": "log", "bits": 4},
+                      act_quantizer="stochastic_sign", ste_saturate=False, generator=gen)
+    weights = [l.weight_quantizer for l in quant_linears(model)]
+    assert all(isinstance(w, LogQuantizer) and w.bits == 4 and not w.saturate for w in weights)
+    acts = [m.quantizer for m in model if isinstance(m, QuantActivation)]
+    assert all(isinstance(a, StochasticSign) and a.generator is gen for a in acts)
+    assert len({id(a) for a in acts}) == len(acts)  # one module per layer
+
+
+def test_stochastic_modes_share_generator_and_eval_is_deterministic():
+    gen = torch.Generator().manual_seed(0)
+    model = mnist_mlp(**SMALL, weight_mode="stochastic", act_mode="stochastic", generator=gen)
+    quantizers = [l.weight_quantizer for l in quant_linears(model)]
+    quantizers += [m.quantizer for m in model if isinstance(m, QuantActivation)]
+    assert all(isinstance(q, StochasticSign) and q.generator is gen for q in quantizers)
+    x = torch.rand(8, 784) * 2 - 1
+    model.train()
+    model(x)  # give BatchNorm running statistics
+    assert not torch.equal(model(x), model(x))  # training: dropout + stochastic draws
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_full_precision_twin_uses_no_sign():
+    model = full_precision_mlp(**SMALL, act_mode="stochastic")
+    assert all(isinstance(l.weight_quantizer, Identity) for l in quant_linears(model))
+    assert all(isinstance(m.quantizer, HardTanh) for m in model if isinstance(m, QuantActivation))
+    assert not any(isinstance(m, (Sign, StochasticSign)) for m in model.modules())
+    model.eval()
+    x = torch.rand(4, 784) * 2 - 1
+    # full precision: the forward equals a plain float MLP on the same parameters
+    h = x
+    layers = list(model)
+    for i, m in enumerate(layers):
+        if isinstance(m, QuantLinear):
+            h = torch.nn.functional.linear(h, m.weight, m.bias)
+        elif isinstance(m, QuantActivation):
+            h = torch.clamp(h, -1, 1)
+        else:
+            h = m(h)
+    torch.testing.assert_close(model(x), h)
+
+
+def test_build_model_kinds_and_validation():
+    bnn = build_model({**SMALL, "act_bits": 2})
+    assert isinstance(quant_linears(bnn)[0].weight_quantizer, Sign)
+    twin = build_model({**SMALL, "kind": "full_precision", "weight_quantizer": "sign"})
+    assert isinstance(quant_linears(twin)[0].weight_quantizer, Identity)
+    with pytest.raises(ValueError, match="learning_rate"):
+        build_model({**SMALL, "learning_rate": 0.003})
+    with pytest.raises(ValueError):
+        build_model({**SMALL, "kind": "cnn"})
+    with pytest.raises(ValueError):
+        mnist_mlp(**SMALL, weight_bits=33)
+    with pytest.raises(ValueError):
+        mnist_mlp(**SMALL, act_mode="random")
+
+
+def test_input_layer_is_not_binarized():
+    """The first layer multiplies the real-valued input (only weights are binary)."""
+    model = mnist_mlp(**SMALL).eval()
+    x = torch.rand(3, 784) * 2 - 1
+    first = quant_linears(model)[0]
+    expected = torch.nn.functional.linear(x, torch.where(first.weight >= 0, 1.0, -1.0), first.bias)
+    torch.testing.assert_close(model[:2](x), expected)

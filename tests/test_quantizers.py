@@ -1,0 +1,184 @@
+"""Quantizers against plain float PyTorch / math references."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qnnlib import quantizers as q
+
+
+def grad_of(fn, x):
+    """d(sum(fn(x)))/dx via autograd: the per-element backward mask of fn."""
+    x = x.clone().requires_grad_(True)
+    fn(x).sum().backward()
+    return x.grad
+
+
+def test_sign_exact_values_and_zero_is_plus_one():
+    x = torch.tensor([-2.0, -1.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 3.0])
+    expected = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert torch.equal(q.sign(x), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_sign_keeps_dtype(dtype):
+    assert q.sign(torch.zeros(3, dtype=dtype)).dtype == dtype
+
+
+def test_hard_sigmoid_and_hard_tanh_match_torch():
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    torch.testing.assert_close(q.hard_tanh(x), torch.nn.functional.hardtanh(x))
+    torch.testing.assert_close(q.hard_sigmoid(x), (torch.nn.functional.hardtanh(x) + 1) / 2)
+
+
+BOUNDARY_INPUTS = torch.tensor([-3.0, -1.0001, -1.0, -0.5, 0.0, 0.5, 1.0, 1.0001, 3.0])
+INSIDE = (BOUNDARY_INPUTS.abs() <= 1).float()  # boundary |x| = 1 included
+
+
+@pytest.mark.parametrize("ste", [
+    q.ste_sign,
+    lambda x, saturate: q.ste_stochastic_sign(x, torch.Generator().manual_seed(0), saturate),
+    lambda x, saturate: q.ste_quantize_linear(x, 3, saturate),
+    lambda x, saturate: q.ste_quantize_log(x, 3, saturate),
+])
+def test_ste_gradient_masks(ste):
+    saturated = grad_of(lambda t: ste(t, saturate=True), BOUNDARY_INPUTS)
+    unsaturated = grad_of(lambda t: ste(t, saturate=False), BOUNDARY_INPUTS)
+    assert torch.equal(saturated, INSIDE)
+    assert torch.equal(unsaturated, torch.ones_like(BOUNDARY_INPUTS))
+
+
+def test_ste_passes_upstream_gradient_through():
+    x = torch.tensor([-2.0, -0.3, 0.7, 2.0], requires_grad=True)
+    upstream = torch.tensor([5.0, -7.0, 11.0, 13.0])
+    q.ste_sign(x).backward(upstream)
+    assert torch.equal(x.grad, upstream * torch.tensor([0.0, 1.0, 1.0, 0.0]))
+
+
+def test_module_gradients_follow_saturate_flag():
+    for module in [q.Sign(), q.LinearQuantizer(2), q.LogQuantizer(2), q.StochasticSign()]:
+        assert torch.equal(grad_of(module, BOUNDARY_INPUTS), INSIDE)
+    assert torch.equal(grad_of(q.Sign(saturate=False), BOUNDARY_INPUTS), torch.ones(9))
+    # full precision: true gradients (identity; hard_tanh's own derivative)
+    assert torch.equal(grad_of(q.Identity(), BOUNDARY_INPUTS), torch.ones(9))
+    assert torch.equal(q.Identity()(BOUNDARY_INPUTS), BOUNDARY_INPUTS)
+    assert torch.equal(grad_of(q.HardTanh(), BOUNDARY_INPUTS), INSIDE)
+    assert torch.equal(q.HardTanh()(BOUNDARY_INPUTS), BOUNDARY_INPUTS.clamp(-1, 1))
+
+
+def test_stochastic_sign_is_unbiased_for_hard_tanh():
+    x = torch.linspace(-1.5, 1.5, 31)
+    draws = 20_000
+    gen = torch.Generator().manual_seed(1234)
+    samples = q.stochastic_sign(x.expand(draws, -1).contiguous(), generator=gen)
+    assert set(samples.unique().tolist()) <= {-1.0, 1.0}
+    mean = samples.mean(0)
+    p = q.hard_sigmoid(x)
+    # each draw is +-1, so std of the mean is 2 * sqrt(p(1-p)/n); allow 5 sigma
+    # (plus a tiny floor so p = 0 or 1 demands exactness up to float error)
+    tolerance = 5 * 2 * torch.sqrt(p * (1 - p) / draws) + 1e-6
+    assert torch.all((mean - q.hard_tanh(x)).abs() <= tolerance)
+
+
+def test_stochastic_sign_reproducible_with_generator():
+    x = torch.randn(1000)
+    a = q.stochastic_sign(x, generator=torch.Generator().manual_seed(7))
+    b = q.stochastic_sign(x, generator=torch.Generator().manual_seed(7))
+    c = q.stochastic_sign(x, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_stochastic_sign_module_is_deterministic_in_eval():
+    module = q.StochasticSign(torch.Generator().manual_seed(0))
+    x = torch.randn(500) * 0.3
+    assert not torch.equal(module(x), module(x))  # training: fresh draws
+    module.eval()
+    assert torch.equal(module(x), q.sign(x))
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_quantize_linear_levels_and_error(bits):
+    x = torch.linspace(-1, 1, 20001, dtype=torch.float64)
+    y = q.quantize_linear(x, bits)
+    step = 2 / (2**bits - 1)
+    expected_levels = torch.tensor([-1 + k * step for k in range(2**bits)], dtype=torch.float64)
+    torch.testing.assert_close(y.unique(), expected_levels)
+    assert (y - x).abs().max() <= step / 2 + 1e-12
+    # outside [-1, 1] inputs are clipped first
+    assert torch.equal(q.quantize_linear(torch.tensor([-5.0, 5.0]), bits), torch.tensor([-1.0, 1.0]))
+
+
+def test_quantize_linear_one_bit_is_sign():
+    x = torch.cat([torch.randn(1000), torch.tensor([0.0, -0.0, 1.0, -1.0])])
+    assert torch.equal(q.quantize_linear(x, 1), q.sign(x))
+
+
+def test_bits_must_be_positive_integer():
+    with pytest.raises(ValueError):
+        q.quantize_linear(torch.zeros(1), 0)
+    with pytest.raises(ValueError):
+        q.LogQuantizer(1.5)
+
+
+def ap2_reference(value: float, bits: int) -> float:
+    """Independent scalar AP2 with the documented clipping, via the math module."""
+    min_exponent = -(2 ** (bits - 1) - 1)
+    if value == 0:
+        return 2.0 ** min_exponent
+    exponent = min(0, max(min_exponent, round(math.log2(abs(value)))))
+    return math.copysign(2.0 ** exponent, value)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5])
+def test_quantize_log_powers_of_two_in_range(bits):
+    x = torch.cat([torch.randn(2000, dtype=torch.float64) * 2, torch.tensor([0.0], dtype=torch.float64)])
+    y = q.quantize_log(x, bits)
+    exponents = torch.log2(y.abs())
+    assert torch.equal(exponents, exponents.round())  # exact powers of two
+    assert exponents.min() >= -(2 ** (bits - 1) - 1) and exponents.max() <= 0
+    assert len(exponents.unique()) <= 2 ** (bits - 1)
+    assert torch.equal(torch.sign(y[x != 0]), torch.sign(x[x != 0]))
+    expected = torch.tensor([ap2_reference(v, bits) for v in x.tolist()], dtype=torch.float64)
+    assert torch.equal(y, expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=-1, max_value=1, allow_nan=False).filter(lambda v: abs(v) > 2**-6))
+def test_quantize_log_matches_ap2_inside_range(value):
+    # 4 bits: exponents 0..-7, so |x| >= 2**-6 never clips; AP2 = sign * 2**round(log2|x|)
+    expected = math.copysign(2.0 ** round(math.log2(abs(value))), value)
+    assert q.quantize_log(torch.tensor([value], dtype=torch.float64), 4).item() == expected
+
+
+def test_quantize_log_one_bit_is_sign():
+    x = torch.cat([torch.randn(1000), torch.tensor([0.0])])
+    assert torch.equal(q.quantize_log(x, 1), q.sign(x))
+
+
+def test_get_quantizer_by_name_dict_module_and_unknown():
+    assert isinstance(q.get_quantizer("sign"), q.Sign)
+    linear = q.get_quantizer({"name": "linear", "bits": 3, "saturate": False})
+    assert isinstance(linear, q.LinearQuantizer) and linear.bits == 3 and linear.saturate is False
+    module = q.LogQuantizer(4)
+    assert q.get_quantizer(module) is module
+    for name, cls in q.QUANTIZERS.items():
+        assert isinstance(q.get_quantizer({"name": name, "bits": 2} if name in ("linear", "log") else name), cls)
+    with pytest.raises(ValueError, match="stochastic_sign"):  # message lists valid names
+        q.get_quantizer("ternary")
+    with pytest.raises(TypeError):
+        q.get_quantizer(3)
+
+
+def test_registry_keys():
+    assert set(q.QUANTIZERS) == {"sign", "stochastic_sign", "linear", "log", "identity", "hard_tanh"}
+    assert all(issubclass(cls, torch.nn.Module) for cls in q.QUANTIZERS.values())
+
+
+def test_hard_tanh_module_unsaturated_is_clipped_forward_identity_backward():
+    module = q.HardTanh(saturate=False)
+    assert torch.equal(module(BOUNDARY_INPUTS), BOUNDARY_INPUTS.clamp(-1, 1))
+    assert torch.equal(grad_of(module, BOUNDARY_INPUTS), torch.ones(9))
+    assert torch.equal(grad_of(q.Identity(saturate=True), BOUNDARY_INPUTS), INSIDE)
