@@ -1,0 +1,155 @@
+"""XNOR-popcount GEMM on bit-packed ±1 matrices.
+
+`xnor_gemm(a_bits, b_bits, k)` returns the int32 matrix A @ B.T for A (M, K) and
+B (N, K) with entries ±1, both packed along K by `qnnlib.bitpack.pack_bits` (shapes
+(M, W) and (N, W), W = ceil(K / 64)). NumPy inputs run the Numba CPU kernel
+(`qnnlib.kernels.cpu`), CuPy inputs the CUDA kernels (`qnnlib.kernels.cuda`).
+
+With `thresholds` the result is instead the next layer's packed activations: bit n of
+row m is `(dot[m, n] >= thresholds[n]) XOR flip[n]`, packed along N into uint64
+(M, ceil(N / 64)). `flip` handles batch norm with a negative scale. Float thresholds
+are rounded up to integers first, which is exact because every dot is an integer.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from qnnlib.bitpack import WORD_BITS, words_for
+
+__all__ = ["xnor_gemm"]
+
+VARIANTS = ("auto", "tensor_core", "cuda_core")
+
+
+def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, threads=None,
+              variant="auto"):
+    """A @ B.T of packed ±1 matrices (int32), or its thresholded, packed bits.
+
+    `threads` sets Numba's thread count for this call only (CPU). `variant` picks the
+    CUDA kernel for CuPy inputs: "auto" (tensor cores on compute capability >= 8.0),
+    "tensor_core" or "cuda_core".
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    on_gpu = _is_cupy(a_bits) or _is_cupy(b_bits)
+    xp = _cupy() if on_gpu else np
+    if on_gpu and not (_is_cupy(a_bits) and _is_cupy(b_bits)):
+        raise TypeError("a_bits and b_bits must both be NumPy arrays or both CuPy arrays")
+    if not on_gpu and not (isinstance(a_bits, np.ndarray) and isinstance(b_bits, np.ndarray)):
+        raise TypeError(
+            "xnor_gemm takes NumPy (CPU) or CuPy (GPU) uint64 arrays, got "
+            f"{type(a_bits).__name__} and {type(b_bits).__name__}"
+        )
+    a_bits, b_bits, k = _validated_operands(xp, a_bits, b_bits, k)
+    m, n = a_bits.shape[0], b_bits.shape[0]
+    if thresholds is None:
+        if flip is not None:
+            raise ValueError("flip needs thresholds")
+        out = _output(xp, out, (m, n), np.int32)
+        epilogue = None
+    else:
+        epilogue = _validated_epilogue(xp, thresholds, flip, n, k)
+        out = _output(xp, out, (m, words_for(n)), np.uint64)
+    if on_gpu:
+        from qnnlib.kernels import cuda
+
+        return cuda.xnor_gemm(a_bits, b_bits, k, epilogue, out, variant)
+    return _cpu_gemm(a_bits, b_bits, k, epilogue, out, threads)
+
+
+def _cpu_gemm(a_bits, b_bits, k, epilogue, out, threads):
+    from qnnlib.kernels import cpu
+
+    a_bits, b_bits = cpu.pad_words_for_simd(a_bits), cpu.pad_words_for_simd(b_bits)
+    with _numba_threads(threads):
+        if epilogue is None:
+            cpu.xnor_gemm_int32(a_bits, b_bits, k, out)
+        else:
+            cpu.xnor_gemm_threshold_packed(a_bits, b_bits, k, *epilogue, out)
+    return out
+
+
+def _validated_operands(xp, a_bits, b_bits, k):
+    for name, bits in (("a_bits", a_bits), ("b_bits", b_bits)):
+        if bits.dtype != np.uint64:
+            raise TypeError(f"{name} must be uint64 packed words (see pack_bits), got {bits.dtype}")
+        if bits.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (rows, words), got shape {tuple(bits.shape)}")
+    if a_bits.shape[1] != b_bits.shape[1]:
+        raise ValueError(
+            f"a_bits and b_bits must have the same number of words along K, got "
+            f"{a_bits.shape[1]} and {b_bits.shape[1]}"
+        )
+    n_words = a_bits.shape[1]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    k = int(k)
+    if n_words == 0 or not WORD_BITS * (n_words - 1) < k <= WORD_BITS * n_words:
+        raise ValueError(
+            f"k={k} is out of range for {n_words} words per row: need "
+            f"{WORD_BITS * (n_words - 1)} < k <= {WORD_BITS * n_words}"
+        )
+    return xp.ascontiguousarray(a_bits), xp.ascontiguousarray(b_bits), k
+
+
+def _validated_epilogue(xp, thresholds, flip, n, k):
+    thresholds = xp.asarray(thresholds)
+    if thresholds.shape != (n,):
+        raise ValueError(f"thresholds must have shape ({n},), got {tuple(thresholds.shape)}")
+    if thresholds.dtype.kind == "f":
+        if bool(xp.isnan(thresholds).any()):
+            raise ValueError("thresholds contain NaN")
+        # dot >= t  <=>  dot >= ceil(t) for integer dots; clipping to [-k, k+1] keeps
+        # "always" and "never" while making int32 safe.
+        thresholds = xp.clip(xp.ceil(thresholds), -k, k + 1)
+    elif thresholds.dtype.kind in "iu":
+        thresholds = xp.clip(thresholds.astype(np.int64), -k, k + 1)
+    else:
+        raise TypeError(f"thresholds must be integer or float, got {thresholds.dtype}")
+    thresholds = xp.ascontiguousarray(thresholds.astype(np.int32))
+    if flip is None:
+        flip = xp.zeros(n, dtype=np.bool_)
+    flip = xp.asarray(flip)
+    if flip.shape != (n,):
+        raise ValueError(f"flip must have shape ({n},), got {tuple(flip.shape)}")
+    if flip.dtype != np.bool_:
+        raise TypeError(f"flip must be boolean, got {flip.dtype}")
+    return thresholds, xp.ascontiguousarray(flip)
+
+
+def _output(xp, out, shape, dtype):
+    if out is None:
+        return xp.empty(shape, dtype=dtype)
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}, got "
+            f"{out.dtype} {tuple(out.shape)}"
+        )
+    return out
+
+
+@contextlib.contextmanager
+def _numba_threads(threads):
+    if threads is None:
+        yield
+        return
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _is_cupy(x) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
+def _cupy():
+    import cupy
+
+    return cupy

@@ -1,0 +1,157 @@
+"""xnor_gemm: exact agreement with integer matrix products, epilogue, validation."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qnnlib.bitpack import pack_bits, unpack_bits
+from qnnlib.kernels import xnor_gemm
+
+
+def random_signs(rng, shape):
+    return rng.choice(np.array([-1, 1], np.int64), size=shape)
+
+
+def packed_problem(m, k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    a, b = random_signs(rng, (m, k)), random_signs(rng, (n, k))
+    return a, b, pack_bits(a), pack_bits(b)
+
+
+def reference_epilogue(dots, thresholds, flip):
+    return pack_bits(np.where((dots >= thresholds) != flip, 1, -1))
+
+
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 784, 4097])
+@pytest.mark.parametrize("m, n", [(1, 9), (9, 1), (13, 70), (4, 64)])
+def test_matches_integer_matmul(m, k, n):
+    a, b, a_bits, b_bits = packed_problem(m, k, n, seed=k)
+    dots = xnor_gemm(a_bits, b_bits, k)
+    assert dots.dtype == np.int32 and dots.shape == (m, n)
+    np.testing.assert_array_equal(dots, a @ b.T)
+
+
+def test_all_ones_and_all_minus_ones():
+    k = 100
+    plus, minus = np.ones((2, k)), -np.ones((3, k))
+    np.testing.assert_array_equal(xnor_gemm(pack_bits(plus), pack_bits(minus), k), -k)
+    np.testing.assert_array_equal(xnor_gemm(pack_bits(plus), pack_bits(plus), k), k)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 12), k=st.integers(1, 300), n=st.integers(1, 140), seed=st.integers(0, 99))
+def test_random_shapes(m, k, n, seed):
+    a, b, a_bits, b_bits = packed_problem(m, k, n, seed)
+    np.testing.assert_array_equal(xnor_gemm(a_bits, b_bits, k), a @ b.T)
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 65, 1), (7, 130, 200), (9, 64, 64), (5, 784, 129)])
+def test_threshold_epilogue_matches_reference(m, k, n):
+    a, b, a_bits, b_bits = packed_problem(m, k, n, seed=n)
+    rng = np.random.default_rng(m)
+    thresholds = rng.integers(-k // 4, k // 4 + 1, n).astype(np.int32)
+    flip = rng.random(n) < 0.5
+    bits = xnor_gemm(a_bits, b_bits, k, thresholds=thresholds, flip=flip)
+    assert bits.dtype == np.uint64 and bits.shape == (m, -(-n // 64))
+    np.testing.assert_array_equal(bits, reference_epilogue(a @ b.T, thresholds, flip))
+
+
+def test_float_thresholds_round_up_exactly():
+    a, b, a_bits, b_bits = packed_problem(6, 200, 70, seed=5)
+    dots = a @ b.T
+    thresholds = dots[0] + np.where(np.arange(70) % 2 == 0, -0.5, 0.5)  # both sides of a tie
+    bits = xnor_gemm(a_bits, b_bits, 200, thresholds=thresholds)
+    np.testing.assert_array_equal(bits, reference_epilogue(dots, thresholds, np.zeros(70, bool)))
+    np.testing.assert_array_equal(
+        xnor_gemm(a_bits, b_bits, 200, thresholds=np.full(70, 1e12)), 0
+    )
+
+
+def test_epilogue_output_feeds_the_next_layer():
+    a, b, a_bits, b_bits = packed_problem(3, 100, 130, seed=6)
+    c = random_signs(np.random.default_rng(7), (20, 130))
+    hidden_bits = xnor_gemm(a_bits, b_bits, 100, thresholds=np.zeros(130, np.int32))
+    hidden = np.where(a @ b.T >= 0, 1, -1)
+    np.testing.assert_array_equal(unpack_bits(hidden_bits, 130), hidden)
+    np.testing.assert_array_equal(xnor_gemm(hidden_bits, pack_bits(c), 130), hidden @ c.T)
+
+
+def test_non_contiguous_inputs():
+    a, b, a_bits, b_bits = packed_problem(10, 300, 12, seed=8)
+    a_view = np.asfortranarray(a_bits)[::2]
+    b_view = np.ascontiguousarray(b_bits.T).T
+    assert not a_view.flags.c_contiguous and not b_view.flags.c_contiguous
+    np.testing.assert_array_equal(xnor_gemm(a_view, b_view, 300), a[::2] @ b.T)
+
+
+def test_out_and_threads_arguments():
+    import numba
+
+    a, b, a_bits, b_bits = packed_problem(8, 128, 64, seed=9)
+    before = numba.get_num_threads()
+    out = np.empty((8, 64), np.int32)
+    assert xnor_gemm(a_bits, b_bits, 128, out=out, threads=1) is out
+    np.testing.assert_array_equal(out, a @ b.T)
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="out must be a C-contiguous int32 array of shape"):
+        xnor_gemm(a_bits, b_bits, 128, out=np.empty((8, 64), np.int64))
+
+
+def test_rejects_bad_operands():
+    words = np.zeros((3, 2), np.uint64)
+    with pytest.raises(TypeError, match="a_bits must be uint64"):
+        xnor_gemm(words.astype(np.int64), words, 128)
+    with pytest.raises(ValueError, match="b_bits must be 2-D"):
+        xnor_gemm(words, words[0], 128)
+    with pytest.raises(ValueError, match="same number of words along K, got 2 and 3"):
+        xnor_gemm(words, np.zeros((3, 3), np.uint64), 128)
+    for k in (64, 129, 0):
+        with pytest.raises(ValueError, match=f"k={k} is out of range for 2 words"):
+            xnor_gemm(words, words, k)
+    with pytest.raises(TypeError, match="NumPy .* or CuPy"):
+        xnor_gemm(words.tolist(), words, 128)
+    with pytest.raises(ValueError, match=r"thresholds must have shape \(3,\)"):
+        xnor_gemm(words, words, 128, thresholds=np.zeros(4))
+    with pytest.raises(ValueError, match="flip needs thresholds"):
+        xnor_gemm(words, words, 128, flip=np.zeros(3, bool))
+    with pytest.raises(ValueError, match="variant must be one of"):
+        xnor_gemm(words, words, 128, variant="fast")
+
+
+def test_cpu_kernel_uses_hardware_popcount():
+    import numba
+
+    from qnnlib.kernels import cpu
+
+    # inspect_asm is unavailable for cached code, so compile an uncached twin.
+    kernel = numba.njit(fastmath=True)(cpu._mismatches_4x4.py_func)
+    row = np.zeros(64, np.uint64)
+    kernel(*[row] * 8)
+    asm = next(iter(kernel.inspect_asm().values()))
+    assert "popcnt" in asm  # vpopcntq (AVX-512) or popcnt, never a bit-trick loop
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (70, 300, 130), (64, 512, 64), (3, 4097, 65)])
+def test_cuda_kernels_match_integer_matmul(variant, m, k, n):
+    cupy = pytest.importorskip("cupy")
+    if cupy.cuda.runtime.getDeviceCount() == 0:
+        pytest.skip("no CUDA device")
+    from qnnlib.kernels import cuda
+
+    if variant == "tensor_core" and cuda.compute_capability() < cuda.TENSOR_CORE_MIN_CC:
+        pytest.skip("tensor-core kernel needs sm_80+")
+    a, b, a_bits, b_bits = packed_problem(m, k, n, seed=k)
+    dots = xnor_gemm(cupy.asarray(a_bits), cupy.asarray(b_bits), k, variant=variant)
+    np.testing.assert_array_equal(cupy.asnumpy(dots), a @ b.T)
+    rng = np.random.default_rng(n)
+    thresholds = rng.integers(-5, 6, n).astype(np.int32)
+    flip = rng.random(n) < 0.5
+    bits = xnor_gemm(
+        cupy.asarray(a_bits), cupy.asarray(b_bits), k, variant=variant,
+        thresholds=cupy.asarray(thresholds), flip=cupy.asarray(flip),
+    )
+    np.testing.assert_array_equal(cupy.asnumpy(bits), reference_epilogue(a @ b.T, thresholds, flip))
+    packed = pack_bits(cupy.asarray(a.astype(np.float32)))
+    np.testing.assert_array_equal(cupy.asnumpy(packed), a_bits)
