@@ -73,10 +73,13 @@ def mnist_mlp(hidden: int = 4096, depth: int = 3, weight_bits: int = 1, act_bits
     BatchNorm momentum 0.1 is PyTorch's convention for the Theano code's alpha = 0.1:
     both weight the new batch statistics by 0.1.
     """
+    # Weights are clipped to [-1, 1] after every step, so a saturating mask on them would
+    # be all ones: skip it, as the authors' code passes dL/dWb straight to W.
+    # `ste_saturate` therefore concerns the activations (Sec. 2.3).
     def weight_q():
         if weight_quantizer is not None:
-            return _quantizer_from_spec(weight_quantizer, ste_saturate, generator)
-        return _quantizer_from_bits(weight_bits, weight_mode, ste_saturate, generator, Identity)
+            return _quantizer_from_spec(weight_quantizer, False, generator)
+        return _quantizer_from_bits(weight_bits, weight_mode, False, generator, Identity)
 
     def act_q():
         if act_quantizer is not None:

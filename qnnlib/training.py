@@ -1,0 +1,434 @@
+"""The training loop of the paper's MNIST experiment (arXiv:1609.07061 Sec. 2 / the
+authors' Theano code, `binary_net.train` and `Train-time/mnist.py`).
+
+Protocol, step by step (see DESIGN.md, "The paper's MNIST protocol"):
+
+- Adam on minibatches of 100 from a shuffled training set (reshuffled every epoch);
+- learning rate decayed exponentially per epoch, from `lr_start` to `lr_end`;
+- each binary layer's weight step scaled by its Glorot factor 1/sqrt(1.5/(fan_in+fan_out));
+- after every step the real-valued weight accumulators are clipped to [-1, 1];
+- squared hinge loss on targets 2*onehot-1;
+- after each epoch: validation error; the reported number is the test error at the
+  epoch with the best validation error.
+
+Determinism: one seed drives python, numpy, torch (dropout uses the global torch RNG)
+and a separate `torch.Generator` for shuffling; `torch.use_deterministic_algorithms`
+is switched on (warn-only) so that a rerun on the same machine, with the same device
+and number of threads, is bit-identical (another thread count changes the order of
+float sums in the GEMMs, hence the last bits).
+Checkpoints hold every piece of state, RNGs included, so an interrupted run resumed
+from its checkpoint ends bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import paths
+from .layers import squared_hinge_loss
+from .models import quant_linears
+
+__all__ = [
+    "seed_everything", "TrainConfig", "TrainResult", "lr_at_epoch", "make_optimizer",
+    "evaluate", "train", "save_results", "resolve_device",
+]
+
+LOSSES = {"squared_hinge": squared_hinge_loss, "cross_entropy": F.cross_entropy}
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA) from one number, and return a fresh
+    `torch.Generator` for data shuffling. The one seed helper of the project.
+
+    Deterministic algorithms are requested in warn-only mode: on CPU this costs nothing,
+    on CUDA it picks deterministic cuBLAS workspaces (set before cuBLAS starts).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run; defaults are the paper's MNIST protocol except
+    `epochs` (the paper trains 1000 epochs; 20 is a practical default)."""
+
+    epochs: int = 20
+    batch_size: int = 100
+    lr_start: float = 3e-3
+    lr_end: float = 3e-7
+    glorot_scaling: bool = True
+    clip_weights: bool = True
+    loss: str = "squared_hinge"
+    seed: int = 0
+    device: str = "auto"
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    checkpoint: str | None = None
+    progress: bool = True
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict (a `params.yaml` section); unknown keys are an error, since a
+        misspelt key silently falling back to a default would spoil a replication."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {unknown}; known keys: {sorted(known)}")
+        config = cls(**values)
+        for name in ("lr_start", "lr_end"):
+            value = getattr(config, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                # PyYAML's safe_load reads `3e-3` (no dot) as the string "3e-3".
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if config.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {config.loss!r}")
+        return config
+
+    def to_dict(self) -> dict:
+        """Plain dict, for JSON metrics and checkpoints."""
+        return dataclasses.asdict(self)
+
+
+# Fields that change how a run is reported or where it is stored, but not its numbers:
+# a checkpoint may be resumed with different values of these.
+_BOOKKEEPING_FIELDS = ("checkpoint", "progress", "threads")
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: per-epoch history and the model at its best-validation epoch."""
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_val_error: float
+    test_error: float
+    model: nn.Module
+    config: TrainConfig
+    device: str
+
+    @property
+    def seconds(self) -> float:
+        """Total training time over all epochs (resumed runs include earlier sessions)."""
+        return float(self.history["seconds"].sum())
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" means CUDA when present, else CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
+    """Learning rate used during 0-based `epoch`: lr_start * (lr_end/lr_start)**(epoch/epochs).
+
+    The Theano code starts at LR_start and multiplies by (lr_end/lr_start)**(1/epochs)
+    after each epoch; the closed form gives the same values without drift.
+    """
+    return config.lr_start * (config.lr_end / config.lr_start) ** (epoch / config.epochs)
+
+
+def make_optimizer(model: nn.Module, lr: float, glorot_scaling: bool = True) -> torch.optim.Adam:
+    """Adam with one param group per QuantLinear weight, its lr multiplied by the layer's
+    Glorot factor (Theano: `param + W_LR_scale * (adam_update - param)`, which for Adam
+    equals scaling the lr); biases and BN parameters share one group at the plain lr.
+
+    Each group stores its `lr_scale`, so setting a new base lr keeps the scaling.
+    """
+    groups, scaled = [], set()
+    for layer in quant_linears(model):
+        scale = float(layer.lr_scale) if glorot_scaling else 1.0
+        groups.append({"params": [layer.weight], "lr": lr * scale, "lr_scale": scale})
+        scaled.add(id(layer.weight))
+    rest = [p for p in model.parameters() if id(p) not in scaled and p.requires_grad]
+    if rest:
+        groups.append({"params": rest, "lr": lr, "lr_scale": 1.0})
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def set_base_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Exponential decay step: each group gets lr times its own stored scale."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1000) -> float:
+    """Error rate in [0, 1] in eval mode (BN running stats, no dropout), as `val_fn`."""
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    for start in range(0, len(inputs), batch_size):
+        scores = model(inputs[start:start + batch_size])
+        wrong += (scores.argmax(dim=1) != labels[start:start + batch_size]).sum().item()
+    model.train(was_training)
+    return wrong / len(inputs)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+               labels: torch.Tensor, loss_fn=squared_hinge_loss, clip_layers=()):
+    """One minibatch: forward, loss, backward, Adam step, then clip the accumulators to
+    [-1, 1] (Sec. 2.4, Theano `clipping_scaling`): the sign ignores magnitude, so an
+    unclipped W could grow without bound and take ever longer to flip back.
+
+    `clip_layers` are the QuantLinear layers to clip (none when clipping is off).
+    Returns (loss, number of wrong predictions) as tensors, to avoid a device sync."""
+    scores = model(inputs)
+    loss = loss_fn(scores, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    for layer in clip_layers:
+        layer.clip_()
+    return loss.detach(), (scores.detach().argmax(dim=1) != labels).sum()
+
+
+def train_epoch(model, optimizer, inputs, labels, config: TrainConfig, shuffle: torch.Generator):
+    """One pass over a fresh permutation of the training set; drops the last partial
+    batch like the Theano code (`len(X) // batch_size` batches).
+
+    Returns the mean minibatch loss and error seen *during* training (dropout on), as
+    the Theano code reports its training loss."""
+    model.train()
+    order = torch.randperm(len(inputs), generator=shuffle).to(inputs.device)
+    batches = len(inputs) // config.batch_size
+    loss_fn = LOSSES[config.loss]
+    clip_layers = quant_linears(model) if config.clip_weights else []
+    total_loss = torch.zeros((), device=inputs.device)
+    total_wrong = torch.zeros((), device=inputs.device, dtype=torch.long)
+    for b in range(batches):
+        index = order[b * config.batch_size:(b + 1) * config.batch_size]
+        loss, wrong = train_step(model, optimizer, inputs[index], labels[index], loss_fn,
+                                 clip_layers)
+        total_loss += loss
+        total_wrong += wrong
+    return total_loss.item() / batches, total_wrong.item() / (batches * config.batch_size)
+
+
+def split_tensors(splits: dict, config: TrainConfig, device: torch.device) -> dict:
+    """(inputs, labels) on `device` for train/val/test, cut to n_train/n_val/n_test.
+
+    Accepts `data.Split` objects (with `.inputs()` and `.labels`) or (inputs, labels)
+    pairs, so tests can train on synthetic tensors."""
+    limits = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
+    tensors = {}
+    for name, limit in limits.items():
+        split = splits[name]
+        if isinstance(split, (tuple, list)):
+            inputs, labels = split
+        else:
+            inputs, labels = split.inputs(), split.labels
+        inputs = torch.as_tensor(inputs, dtype=torch.float32)
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        tensors[name] = (inputs[:limit].to(device), labels[:limit].to(device))
+    return tensors
+
+
+def clone_state(model: nn.Module) -> dict:
+    """A detached copy of the state dict (the best-validation snapshot)."""
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+
+def module_generators(model: nn.Module) -> dict[str, torch.Generator]:
+    """Explicit generators held by modules (stochastic binarization); their states are
+    not in the state_dict but decide the draws, so checkpoints must keep them."""
+    found = {}
+    for name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, torch.Generator):
+                found[f"{name}.{attr}"] = value
+    return found
+
+
+def rng_state(model: nn.Module, shuffle: torch.Generator) -> dict:
+    """Every random state a run depends on: dropout draws come from the global torch RNG."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "shuffle": shuffle.get_state(),
+        "modules": {key: gen.get_state() for key, gen in module_generators(model).items()},
+    }
+
+
+def set_rng_state(state: dict, model: nn.Module, shuffle: torch.Generator) -> None:
+    """Inverse of `rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    shuffle.set_state(state["shuffle"])
+    for key, gen in module_generators(model).items():
+        gen.set_state(state["modules"][key])
+
+
+def run_signature(model: nn.Module, optimizer, config: TrainConfig) -> dict:
+    """What must match for a checkpoint to be resumed: every config field that affects
+    the numbers, the model's parameter names and shapes, and the optimizer's class."""
+    numbers = {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING_FIELDS}
+    shapes = {key: list(value.shape) for key, value in model.state_dict().items()}
+    return {"config": numbers, "model": shapes, "optimizer": type(optimizer).__name__}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic save: a crash while writing leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, config: TrainConfig) -> dict | None:
+    """The saved state if `path` exists, after checking it belongs to this run."""
+    if not path.exists():
+        return None
+    # weights_only=False: the file holds python/numpy RNG states; it is our own file.
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    expected, found = run_signature(model, optimizer, config), state["signature"]
+    if expected != found:
+        differ = sorted(k for k in expected["config"]
+                        if expected["config"].get(k) != found["config"].get(k))
+        if expected["model"] != found["model"]:
+            differ.append("model architecture")
+        if expected["optimizer"] != found["optimizer"]:
+            differ.append("optimizer")
+        raise ValueError(
+            f"checkpoint {path} belongs to a different run (differs in: {differ}); "
+            "delete it or choose another checkpoint path")
+    return state
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = None,
+          stop_after: int | None = None, optimizer_factory=None) -> TrainResult:
+    """Train `model` on splits {"train", "val", "test"} with the paper's protocol and
+    return the history and the model at its best-validation epoch.
+
+    `stop_after` ends the run after that many epochs in total (the checkpoint keeps
+    the rest resumable): it simulates an interruption in tests.
+    `optimizer_factory(model, lr, glorot_scaling)` replaces `make_optimizer` (e.g. the
+    shift-based AdaMax ablation); its param groups must carry "lr_scale".
+
+    Selection: see `best_epoch`; the reported test error is the one of that epoch.
+    """
+    if config is None:
+        config = TrainConfig()
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    shuffle = seed_everything(config.seed)
+    model.to(device)
+    data = split_tensors(splits, config, device)
+    optimizer = (optimizer_factory or make_optimizer)(model, config.lr_start, config.glorot_scaling)
+
+    records, best_state = [], clone_state(model)
+    checkpoint = Path(config.checkpoint) if config.checkpoint else None
+    saved = load_checkpoint(checkpoint, model, optimizer, config) if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        records, best_state = saved["history"], saved["best_state"]
+        set_rng_state(saved["rng"], model, shuffle)
+
+    last = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    bar = tqdm(range(len(records), last), total=config.epochs, initial=len(records),
+               desc="epochs", disable=not config.progress)
+    for epoch in bar:
+        start = time.perf_counter()
+        lr = lr_at_epoch(config, epoch)
+        set_base_lr(optimizer, lr)
+        train_loss, train_error = train_epoch(model, optimizer, *data["train"], config, shuffle)
+        val_error = evaluate(model, *data["val"])
+        test_error = evaluate(model, *data["test"])
+        records.append({"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
+                        "train_error": train_error, "val_error": val_error,
+                        "test_error": test_error, "seconds": time.perf_counter() - start})
+        if best_epoch(records) == epoch + 1:
+            best_state = clone_state(model)
+        bar.set_postfix(loss=f"{train_loss:.4f}", val_err=f"{val_error:.4f}")
+        if checkpoint:
+            save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "best_state": best_state, "history": records,
+                "rng": rng_state(model, shuffle), "epoch": epoch + 1,
+                "config": config.to_dict(), "signature": run_signature(model, optimizer, config)})
+    bar.close()
+    return finish(model, records, best_state, config, device)
+
+
+def best_epoch(records: list[dict]) -> int:
+    """The selected epoch (1-based): lowest validation error, the *later* one on a tie,
+    as `binary_net.train`'s `if val_err <= best_val_err`. 0 when nothing ran yet."""
+    best = None
+    for row in records:
+        if best is None or row["val_error"] <= best["val_error"]:
+            best = row
+    return best["epoch"] if best else 0
+
+
+def finish(model, records, best_state, config, device) -> TrainResult:
+    """Load the best-validation weights and report that epoch's validation and test
+    error (the paper's number)."""
+    history = pd.DataFrame(records, columns=["epoch", "lr", "train_loss", "train_error",
+                                             "val_error", "test_error", "seconds"])
+    model.load_state_dict(best_state)
+    epoch = best_epoch(records)
+    if not epoch:
+        return TrainResult(history, 0, math.nan, math.nan, model, config, str(device))
+    row = records[epoch - 1]
+    return TrainResult(history, epoch, row["val_error"], row["test_error"], model, config,
+                       str(device))
+
+
+def save_results(result: TrainResult, name: str) -> dict[str, Path]:
+    """Write results/metrics/<name>.json and results/tables/<name>_history.csv.
+
+    Errors appear twice: as percentages rounded to 2 decimals (stable under reruns
+    on other machines for citation) and raw."""
+    metrics = {
+        "best_epoch": result.best_epoch,
+        "best_val_error_pct": round(100 * result.best_val_error, 2),
+        "test_error_pct": round(100 * result.test_error, 2),
+        "best_val_error": result.best_val_error,
+        "test_error": result.test_error,
+        "epochs": len(result.history),
+        "seconds": round(result.seconds, 1),
+        "device": result.device,
+        "config": result.config.to_dict(),
+    }
+    metrics_path = paths.results("metrics", f"{name}.json")
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    history_path = paths.results("tables", f"{name}_history.csv")
+    result.history.to_csv(history_path, index=False, float_format="%.6g")
+    return {"metrics": metrics_path, "history": history_path}

@@ -1,0 +1,96 @@
+"""Tests of `qnn-train` (qnnlib.cli): a tiny run writes every output; bad input fails
+clearly before any training."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from qnnlib import cli, paths
+from qnnlib.models import build_model
+
+
+def mnist_mirror() -> Path:
+    """The offline MNIST mirror: env QNN_DATA_MIRROR, else the shared datasets folder."""
+    mirror = Path(os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets")
+    if not (mirror / "mnist").is_dir() and not (mirror / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"no MNIST mirror at {mirror}")
+    return mirror
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    """Redirect results and checkpoints into the test's folder."""
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(paths, "CHECKPOINTS", tmp_path / "checkpoints")
+    return tmp_path
+
+
+def write_params(folder: Path, mirror: Path | None = None) -> Path:
+    """A params.yaml with one tiny section; lr_start written as people write it (3e-3,
+    which plain yaml.safe_load would read as a string)."""
+    path = folder / "params.yaml"
+    path.write_text(f"""\
+tiny:
+  model: {{hidden: 64, depth: 1}}
+  train: {{epochs: 1, lr_start: 3e-3, n_train: 1000, n_val: 500, n_test: 500,
+          progress: false, threads: 1}}
+  data: {{dataset: mnist, root: "{folder / 'data'}", mirror: {json.dumps(str(mirror)) if mirror else 'null'},
+         download: false}}
+""")
+    return path
+
+
+@pytest.mark.slow
+def test_cli_trains_and_writes_every_output(outputs, capsys):
+    params = write_params(outputs, mnist_mirror())
+    code = cli.main(["--config", str(params), "--section", "tiny", "--out-name", "tiny_run",
+                     "--set", "train.epochs=2", "--set", "model.hidden=32"])
+    assert code == 0
+    metrics = json.loads((outputs / "results" / "metrics" / "tiny_run.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["config"]["lr_start"] == 3e-3
+    assert 0 <= metrics["test_error"] < 0.9
+    history = pd.read_csv(outputs / "results" / "tables" / "tiny_run_history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    # The saved weights load into the model rebuilt from the saved description.
+    description = json.loads((outputs / "checkpoints" / "tiny_run.json").read_text())
+    assert description["model"] == {"hidden": 32, "depth": 1}
+    model = build_model(description["model"])
+    model.load_state_dict(torch.load(outputs / "checkpoints" / "tiny_run.pt"))
+    assert "test error" in capsys.readouterr().out
+
+
+def test_set_values_are_typed():
+    config = cli.apply_overrides({"model": {}, "train": {}, "data": {}},
+                                 ["epochs=3", "train.lr_end=3e-7", "model.kind=full_precision",
+                                  "train.n_train=null"])
+    assert config["train"] == {"epochs": 3, "lr_end": 3e-7, "n_train": None}
+    assert config["model"] == {"kind": "full_precision"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "train.epoch=2"], "epoch"),             # unknown TrainConfig key
+    (["--set", "model.width=2"], "width"),             # unknown model key
+    (["--set", "optim.lr=2"], "optim"),                # unknown part
+    (["--section", "missing"], "missing"),             # unknown section
+])
+def test_bad_input_fails_with_a_clear_message(outputs, capsys, extra, message):
+    params = write_params(outputs)
+    code = cli.main(["--config", str(params), "--section", "tiny", *extra])
+    assert code != 0
+    error = capsys.readouterr().err
+    assert "qnn-train: error" in error and message in error
+    assert not (outputs / "results").exists()  # failed before doing anything
+
+
+def test_missing_config_file_as_a_module(tmp_path):
+    """`python -m qnnlib.cli` works and exits nonzero with a message, no traceback."""
+    run = subprocess.run([sys.executable, "-m", "qnnlib.cli", "--config",
+                          str(tmp_path / "nope.yaml")],
+                         capture_output=True, text=True, cwd=paths.ROOT, timeout=120)
+    assert run.returncode != 0
+    assert "config file not found" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,243 @@
+"""Tests of the training loop (qnnlib.training): the paper's optimizer details, the
+schedule, best-validation selection, bit-identical reruns and resumes."""
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from qnnlib import paths
+from qnnlib.data import load_mnist
+from qnnlib.models import mnist_mlp, quant_linears
+from qnnlib.training import (TrainConfig, best_epoch, evaluate, finish, lr_at_epoch, make_optimizer,
+                             save_results, seed_everything, train, train_step)
+
+
+def mnist_mirror() -> Path:
+    """The offline MNIST mirror: env QNN_DATA_MIRROR, else the shared datasets folder."""
+    mirror = Path(os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets")
+    if not (mirror / "mnist").is_dir() and not (mirror / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"no MNIST mirror at {mirror}")
+    return mirror
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The CI machine has 2 cores shared with other jobs: one thread avoids OpenMP
+    threads waiting on each other (10x slower when oversubscribed)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    return load_mnist(root=tmp_path_factory.mktemp("data"), mirror=mnist_mirror(), download=False)
+
+
+def small_net(seed=0, hidden=512):
+    """A 2-layer BNN with a seeded initialisation."""
+    torch.manual_seed(seed)
+    return mnist_mlp(hidden=hidden, depth=2)
+
+
+# A few thousand images, a few epochs: enough to see learning in seconds. lr_end is
+# raised from the paper's 3e-7 because over 3 epochs the paper's decay would stop
+# learning after the first one.
+QUICK = dict(epochs=3, n_train=5000, n_val=2000, n_test=2000, lr_end=3e-4, progress=False, seed=3,
+             threads=1)
+
+
+def synthetic_splits(n=600, seed=0):
+    """Random inputs whose label is the argmax of the first ten pixels (learnable)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 784, generator=g) * 2 - 1
+    y = x[:, :10].argmax(dim=1)
+    third = n // 3
+    return {"train": (x[:third], y[:third]), "val": (x[third:2 * third], y[third:2 * third]),
+            "test": (x[2 * third:], y[2 * third:])}
+
+
+def assert_same_run(a, b):
+    """Bit-identical history (wall-clock seconds aside) and final weights."""
+    pd.testing.assert_frame_equal(a.history.drop(columns="seconds"),
+                                  b.history.drop(columns="seconds"), check_exact=True)
+    state_a, state_b = a.model.state_dict(), b.model.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+
+
+# --- configuration and optimizer -----------------------------------------------------
+
+
+def test_from_dict_rejects_unknown_keys():
+    assert TrainConfig.from_dict({"epochs": 2}).epochs == 2
+    with pytest.raises(ValueError, match="epoch_count"):
+        TrainConfig.from_dict({"epoch_count": 2})
+    with pytest.raises(ValueError, match="lr_start"):
+        TrainConfig.from_dict({"lr_start": "3e-3"})  # what yaml.safe_load makes of 3e-3
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig.from_dict({"loss": "hinge"})
+
+
+def test_glorot_lr_scales_of_the_paper_net():
+    """784-4096x3-10: 1/sqrt(1.5/(fan_in+fan_out)) = 57.04, 73.90, 73.90, 52.32."""
+    model = mnist_mlp()
+    optimizer = make_optimizer(model, lr=1e-3)
+    scaled = [g for g in optimizer.param_groups if g["lr_scale"] != 1.0]
+    assert [round(g["lr_scale"], 2) for g in scaled] == [57.04, 73.90, 73.90, 52.32]
+    for group, layer in zip(scaled, quant_linears(model)):
+        assert group["params"] == [layer.weight]
+        assert group["lr"] == pytest.approx(1e-3 * group["lr_scale"])
+    # Everything else (biases, BN) at the plain lr, and every parameter exactly once.
+    plain = [g for g in optimizer.param_groups if g["lr_scale"] == 1.0]
+    assert len(plain) == 1 and plain[0]["lr"] == 1e-3
+    in_groups = [p for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(map(id, in_groups)) == sorted(map(id, model.parameters()))
+
+
+def test_glorot_scaling_can_be_switched_off():
+    optimizer = make_optimizer(mnist_mlp(hidden=32, depth=1), lr=1e-3, glorot_scaling=False)
+    assert {g["lr"] for g in optimizer.param_groups} == {1e-3}
+
+
+def test_one_step_clips_accumulators_and_moves_them():
+    model = mnist_mlp(hidden=64, depth=2)
+    splits = synthetic_splits()
+    x, y = splits["train"][0][:100], splits["train"][1][:100]
+    before = [layer.weight.detach().clone() for layer in quant_linears(model)]
+    # A huge lr pushes many weights past +-1, so the clipping has work to do.
+    optimizer = make_optimizer(model, lr=1.0)
+    train_step(model, optimizer, x, y, clip_layers=quant_linears(model))
+    for layer, old in zip(quant_linears(model), before):
+        assert layer.weight.abs().max() <= 1.0
+        assert (layer.weight.abs() == 1.0).any()
+        assert not torch.equal(layer.weight, old)
+    # Without clipping the same step leaves weights outside [-1, 1].
+    unclipped = mnist_mlp(hidden=64, depth=2)
+    train_step(unclipped, make_optimizer(unclipped, lr=1.0), x, y, clip_layers=())
+    assert max(layer.weight.abs().max() for layer in quant_linears(unclipped)) > 1.0
+
+
+def test_lr_schedule_is_exponential_from_start_to_end():
+    config = TrainConfig(epochs=4, lr_start=1e-2, lr_end=1e-4, progress=False)
+    result = train(mnist_mlp(hidden=32, depth=1), synthetic_splits(), config)
+    expected = [1e-2 * (1e-4 / 1e-2) ** (t / 4) for t in range(4)]
+    assert result.history["lr"].tolist() == pytest.approx(expected, rel=1e-12)
+    # The Theano form: multiply by (lr_end/lr_start)**(1/epochs) after every epoch.
+    decay = (1e-4 / 1e-2) ** (1 / 4)
+    assert [lr_at_epoch(config, t + 1) / lr_at_epoch(config, t) for t in range(4)] == \
+        pytest.approx([decay] * 4)
+    assert lr_at_epoch(config, 4) == pytest.approx(1e-4)
+
+
+def test_seed_everything_gives_reproducible_shuffles():
+    a = torch.randperm(100, generator=seed_everything(7)), torch.rand(3)
+    b = torch.randperm(100, generator=seed_everything(7)), torch.rand(3)
+    c = torch.randperm(100, generator=seed_everything(8)), torch.rand(3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_selection_keeps_the_last_epoch_of_the_best_validation_error():
+    """binary_net.train: `if val_err <= best_val_err`, so on a tie the later epoch wins."""
+    rows = [{"epoch": e, "lr": 0.0, "train_loss": 0.0, "train_error": 0.0, "val_error": v,
+             "test_error": t, "seconds": 0.0}
+            for e, v, t in [(1, 0.3, 0.31), (2, 0.2, 0.22), (3, 0.25, 0.2), (4, 0.2, 0.21),
+                            (5, 0.21, 0.19)]]
+    assert [best_epoch(rows[:n]) for n in range(6)] == [0, 1, 2, 2, 4, 4]
+    model = mnist_mlp(hidden=8, depth=1)
+    result = finish(model, rows, model.state_dict(), TrainConfig(), "cpu")
+    assert (result.best_epoch, result.best_val_error, result.test_error) == (4, 0.2, 0.21)
+
+
+def plain_sgd(model, lr, glorot_scaling):
+    """An optimizer_factory: SGD, one group, no Glorot scaling."""
+    return torch.optim.SGD([{"params": list(model.parameters()), "lr": lr, "lr_scale": 1.0}], lr=lr)
+
+
+def test_optimizer_factory_replaces_adam():
+    config = TrainConfig(epochs=2, progress=False)
+    adam = train(small_net(hidden=16), synthetic_splits(), config)
+    assert adam.history["train_loss"].equals(
+        train(small_net(hidden=16), synthetic_splits(), config).history["train_loss"])
+    sgd = train(small_net(hidden=16), synthetic_splits(), config, optimizer_factory=plain_sgd)
+    assert not adam.history["train_loss"].equals(sgd.history["train_loss"])
+
+
+def test_checkpoint_of_another_run_is_refused_and_kept(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    config = dict(epochs=2, progress=False, checkpoint=str(checkpoint))
+    train(mnist_mlp(hidden=16, depth=1), synthetic_splits(), TrainConfig(**config), stop_after=1)
+    saved = checkpoint.read_bytes()
+    with pytest.raises(ValueError, match="lr_start"):
+        train(mnist_mlp(hidden=16, depth=1), synthetic_splits(), TrainConfig(**config, lr_start=1e-3))
+    with pytest.raises(ValueError, match="architecture"):
+        train(mnist_mlp(hidden=32, depth=1), synthetic_splits(), TrainConfig(**config))
+    with pytest.raises(ValueError, match="optimizer"):
+        train(mnist_mlp(hidden=16, depth=1), synthetic_splits(), TrainConfig(**config),
+              optimizer_factory=plain_sgd)
+    assert checkpoint.read_bytes() == saved
+
+
+def test_save_results_writes_metrics_and_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
+    result = train(mnist_mlp(hidden=16, depth=1), synthetic_splits(),
+                   TrainConfig(epochs=2, progress=False))
+    written = save_results(result, "unit")
+    assert written["metrics"] == tmp_path / "metrics" / "unit.json"
+    metrics = json.loads(written["metrics"].read_text())
+    assert metrics["best_epoch"] == result.best_epoch
+    assert metrics["test_error_pct"] == round(100 * result.test_error, 2)
+    assert metrics["config"]["epochs"] == 2 and metrics["epochs"] == 2
+    history = pd.read_csv(written["history"])
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["val_error"].tolist() == pytest.approx(result.history["val_error"].tolist())
+
+
+# --- real MNIST -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_run(mnist):
+    """One uninterrupted quick run, shared by the tests below."""
+    return train(small_net(), mnist, TrainConfig(**QUICK))
+
+
+@pytest.mark.slow
+def test_short_run_learns_mnist(reference_run):
+    history = reference_run.history
+    assert len(history) == 3
+    assert reference_run.test_error < 0.2  # chance is 0.9
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+
+
+@pytest.mark.slow
+def test_best_validation_epoch_is_reported(reference_run, mnist):
+    history = reference_run.history
+    best = history[history["val_error"] == history["val_error"].min()].iloc[-1]
+    assert reference_run.best_epoch == best["epoch"]
+    assert reference_run.test_error == best["test_error"]
+    # The returned model carries the best epoch's weights: re-evaluating reproduces them.
+    x, y = mnist["val"].inputs()[:2000], mnist["val"].labels[:2000]
+    assert evaluate(reference_run.model, x, y) == reference_run.best_val_error
+
+
+@pytest.mark.slow
+def test_same_seed_gives_bit_identical_run(reference_run, mnist):
+    assert_same_run(reference_run, train(small_net(), mnist, TrainConfig(**QUICK)))
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(reference_run, mnist, tmp_path):
+    config = TrainConfig(**QUICK, checkpoint=str(tmp_path / "quick.pt"))
+    interrupted = train(small_net(), mnist, config, stop_after=1)
+    assert len(interrupted.history) == 1
+    # A fresh process would rebuild the model from scratch: a different init must not
+    # matter, since everything comes back from the checkpoint.
+    resumed = train(small_net(seed=99), mnist, config)
+    assert_same_run(reference_run, resumed)
