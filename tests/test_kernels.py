@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qnnlib.bitpack import pack_bits, unpack_bits
-from qnnlib.kernels import xnor_gemm
+from qnnlib.kernels import PackedWeights, prepare_weights, xnor_gemm
 
 
 def random_signs(rng, shape):
@@ -118,17 +118,73 @@ def test_rejects_bad_operands():
         xnor_gemm(words, words, 128, variant="fast")
 
 
-def test_cpu_kernel_uses_hardware_popcount():
+@pytest.mark.parametrize("k", [1, 64, 65, 784])
+@pytest.mark.parametrize("m", [1, 3, 4, 9])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 64, 65, 130])
+def test_prepared_weights_match_integer_matmul(m, k, n):
+    a, b, a_bits, b_bits = packed_problem(m, k, n, seed=m * n + k)
+    weights = prepare_weights(b_bits)
+    assert isinstance(weights, PackedWeights) and weights.shape == b_bits.shape
+    np.testing.assert_array_equal(xnor_gemm(a_bits, weights, k), a @ b.T)
+    rng = np.random.default_rng(n)
+    thresholds = rng.integers(-k // 4, k // 4 + 1, n).astype(np.int32)
+    flip = rng.random(n) < 0.5
+    np.testing.assert_array_equal(
+        xnor_gemm(a_bits, weights, k, thresholds=thresholds, flip=flip),
+        reference_epilogue(a @ b.T, thresholds, flip),
+    )
+
+
+def test_prepared_weights_are_reusable_and_snapshot_b():
+    a, b, a_bits, b_bits = packed_problem(6, 300, 70, seed=10)
+    weights = prepare_weights(b_bits)
+    assert prepare_weights(weights) is weights
+    b_bits[:] = 0  # later changes to b_bits do not reach the prepared copy
+    for _ in range(2):
+        np.testing.assert_array_equal(xnor_gemm(a_bits, weights, 300), a @ b.T)
+
+
+def test_many_row_chunks_and_ragged_edges():
+    # K = 8192 makes a unit's row chunk 256 rows, so 523 rows span three chunks, the
+    # last one ending in rows that do not fill a micro-tile; N = 9 is a ragged panel.
+    a, b, a_bits, b_bits = packed_problem(523, 8192, 9, seed=11)
+    np.testing.assert_array_equal(xnor_gemm(a_bits, b_bits, 8192, threads=2), a @ b.T)
+    bits = xnor_gemm(a_bits, prepare_weights(b_bits), 8192, thresholds=np.zeros(9, np.int32))
+    np.testing.assert_array_equal(bits, reference_epilogue(a @ b.T, 0, np.zeros(9, bool)))
+
+
+def test_prepared_weights_validation():
+    words = np.zeros((3, 2), np.uint64)
+    weights = prepare_weights(words)
+    with pytest.raises(ValueError, match="same number of words along K, got 3 and 2"):
+        xnor_gemm(np.zeros((1, 3), np.uint64), weights, 150)
+    with pytest.raises(ValueError, match=r"thresholds must have shape \(3,\)"):
+        xnor_gemm(words, weights, 128, thresholds=np.zeros(4))
+    with pytest.raises(TypeError, match="b_bits must be uint64"):
+        prepare_weights(words.astype(np.int64))
+    with pytest.raises(TypeError, match="NumPy uint64 array"):
+        prepare_weights(words.tolist())
+    with pytest.raises(TypeError, match="PackedWeights are for the CPU kernel"):
+        xnor_gemm(words.tolist(), weights, 128)
+
+
+def test_cpu_kernel_is_avx512_popcount_without_scalar_fallback():
+    import re
+
     import numba
 
     from qnnlib.kernels import cpu
 
-    # inspect_asm is unavailable for cached code, so compile an uncached twin.
-    kernel = numba.njit(fastmath=True)(cpu._mismatches_4x4.py_func)
-    row = np.zeros(64, np.uint64)
-    kernel(*[row] * 8)
+    # inspect_asm is unavailable for cached code, so compile an uncached twin of the
+    # blocked loop (which inlines the micro-kernels).
+    kernel = numba.njit(fastmath=True, boundscheck=False)(cpu._block.py_func)
+    a = np.zeros((5, 3), np.uint64)
+    panels = cpu.prepare_panels(np.zeros((9, 3), np.uint64))
+    no_t, no_f = np.zeros(0, np.int32), np.zeros(0, np.bool_)
+    kernel(a, 0, 5, panels, 0, 192, no_t, no_f, np.empty((5, 64), np.int32), 0, 0, 8)
     asm = next(iter(kernel.inspect_asm().values()))
-    assert "popcnt" in asm  # vpopcntq (AVX-512) or popcnt, never a bit-trick loop
+    assert len(re.findall(r"vpopcntq\s+%zmm", asm)) >= cpu.ROWS * cpu.PANELS
+    assert not re.search(r"\bpopcnt[lq]?\s", asm)  # no scalar popcount anywhere
 
 
 @pytest.mark.gpu

@@ -9,6 +9,10 @@ With `thresholds` the result is instead the next layer's packed activations: bit
 row m is `(dot[m, n] >= thresholds[n]) XOR flip[n]`, packed along N into uint64
 (M, ceil(N / 64)). `flip` handles batch norm with a negative scale. Float thresholds
 are rounded up to integers first, which is exact because every dot is an integer.
+
+The CPU kernel reads B in a column-panel layout. `prepare_weights(b_bits)` builds it
+once (a `PackedWeights`), and `xnor_gemm` accepts that in place of `b_bits`; plain
+`b_bits` still work and are rearranged on every call.
 """
 from __future__ import annotations
 
@@ -18,26 +22,74 @@ import numpy as np
 
 from qnnlib.bitpack import WORD_BITS, words_for
 
-__all__ = ["xnor_gemm"]
+__all__ = ["PackedWeights", "prepare_weights", "xnor_gemm"]
 
 VARIANTS = ("auto", "tensor_core", "cuda_core")
+
+
+class PackedWeights:
+    """B (N, K) of an `xnor_gemm`, rearranged once for the CPU kernel.
+
+    Made by `prepare_weights`; `shape` is that of the `b_bits` it came from, (N, W).
+    `panels` is the kernel's layout (see `qnnlib.kernels.cpu.prepare_panels`).
+    """
+
+    def __init__(self, panels: np.ndarray, n: int):
+        self.panels = panels
+        self.n = int(n)
+
+    @property
+    def n_words(self) -> int:
+        return self.panels.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.n_words
+
+    def __repr__(self) -> str:
+        return f"PackedWeights(n={self.n}, n_words={self.n_words})"
+
+
+def prepare_weights(b_bits) -> PackedWeights:
+    """Rearrange packed weights, uint64 (N, W) from `pack_bits`, for the CPU kernel.
+
+    Do it once per weight matrix (e.g. when a deployed model is built) and pass the
+    result to `xnor_gemm` as `b_bits`; the result does not follow later changes to
+    `b_bits`. CPU (NumPy) only.
+    """
+    if isinstance(b_bits, PackedWeights):
+        return b_bits
+    if not isinstance(b_bits, np.ndarray):
+        raise TypeError(f"prepare_weights takes a NumPy uint64 array, got {type(b_bits).__name__}")
+    _check_bits("b_bits", b_bits)
+    from qnnlib.kernels import cpu
+
+    return PackedWeights(cpu.prepare_panels(np.ascontiguousarray(b_bits)), b_bits.shape[0])
 
 
 def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, threads=None,
               variant="auto"):
     """A @ B.T of packed ±1 matrices (int32), or its thresholded, packed bits.
 
+    `b_bits` may be a `PackedWeights` from `prepare_weights` (CPU), which saves
+    rearranging B on every call.
     `threads` sets Numba's thread count for this call only (CPU). `variant` picks the
     CUDA kernel for CuPy inputs: "auto" (tensor cores on compute capability >= 8.0),
     "tensor_core" or "cuda_core".
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if isinstance(b_bits, PackedWeights) and not isinstance(a_bits, np.ndarray):
+        raise TypeError(
+            "PackedWeights are for the CPU kernel: a_bits must be a NumPy array, got "
+            f"{type(a_bits).__name__}"
+        )
     on_gpu = _is_cupy(a_bits) or _is_cupy(b_bits)
     xp = _cupy() if on_gpu else np
     if on_gpu and not (_is_cupy(a_bits) and _is_cupy(b_bits)):
         raise TypeError("a_bits and b_bits must both be NumPy arrays or both CuPy arrays")
-    if not on_gpu and not (isinstance(a_bits, np.ndarray) and isinstance(b_bits, np.ndarray)):
+    if not on_gpu and not (isinstance(a_bits, np.ndarray)
+                           and isinstance(b_bits, (np.ndarray, PackedWeights))):
         raise TypeError(
             "xnor_gemm takes NumPy (CPU) or CuPy (GPU) uint64 arrays, got "
             f"{type(a_bits).__name__} and {type(b_bits).__name__}"
@@ -62,21 +114,27 @@ def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, thread
 def _cpu_gemm(a_bits, b_bits, k, epilogue, out, threads):
     from qnnlib.kernels import cpu
 
-    a_bits, b_bits = cpu.pad_words_for_simd(a_bits), cpu.pad_words_for_simd(b_bits)
+    panels = prepare_weights(b_bits).panels
     with _numba_threads(threads):
         if epilogue is None:
-            cpu.xnor_gemm_int32(a_bits, b_bits, k, out)
+            cpu.xnor_gemm_int32(a_bits, panels, k, out)
         else:
-            cpu.xnor_gemm_threshold_packed(a_bits, b_bits, k, *epilogue, out)
+            thresholds, flip = cpu.pad_epilogue(*epilogue, k, panels.shape[0])
+            cpu.xnor_gemm_threshold_packed(a_bits, panels, k, thresholds, flip, out.view(np.uint8))
     return out
 
 
+def _check_bits(name, bits):
+    if bits.dtype != np.uint64:
+        raise TypeError(f"{name} must be uint64 packed words (see pack_bits), got {bits.dtype}")
+    if bits.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, words), got shape {tuple(bits.shape)}")
+
+
 def _validated_operands(xp, a_bits, b_bits, k):
-    for name, bits in (("a_bits", a_bits), ("b_bits", b_bits)):
-        if bits.dtype != np.uint64:
-            raise TypeError(f"{name} must be uint64 packed words (see pack_bits), got {bits.dtype}")
-        if bits.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (rows, words), got shape {tuple(bits.shape)}")
+    _check_bits("a_bits", a_bits)
+    if not isinstance(b_bits, PackedWeights):
+        _check_bits("b_bits", b_bits)
     if a_bits.shape[1] != b_bits.shape[1]:
         raise ValueError(
             f"a_bits and b_bits must have the same number of words along K, got "
@@ -91,7 +149,9 @@ def _validated_operands(xp, a_bits, b_bits, k):
             f"k={k} is out of range for {n_words} words per row: need "
             f"{WORD_BITS * (n_words - 1)} < k <= {WORD_BITS * n_words}"
         )
-    return xp.ascontiguousarray(a_bits), xp.ascontiguousarray(b_bits), k
+    if not isinstance(b_bits, PackedWeights):
+        b_bits = xp.ascontiguousarray(b_bits)
+    return xp.ascontiguousarray(a_bits), b_bits, k
 
 
 def _validated_epilogue(xp, thresholds, flip, n, k):
