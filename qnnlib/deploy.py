@@ -26,7 +26,6 @@ engine computes the exact value; on MNIST the two agree on every test image (tes
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import zipfile
@@ -42,7 +41,7 @@ from numba.extending import intrinsic
 from torch import nn
 
 from qnnlib.bitpack import WORD_BITS, pack_bits, words_for
-from qnnlib.kernels import prepare_weights, xnor_gemm
+from qnnlib.kernels import numba_threads, prepare_weights, xnor_gemm
 from qnnlib.layers import QuantActivation, QuantLinear
 from qnnlib.quantizers import Sign, StochasticSign
 
@@ -123,7 +122,7 @@ class BinaryMLP:
     def scores(self, images) -> np.ndarray:
         """float32 (N, classes): the model's output scores for uint8 images."""
         pixels = self._pixels(images)
-        with _numba_threads(self.threads):
+        with numba_threads(self.threads):
             bits = self._pixel_layer(pixels)
             for layer, panels in zip(self.layers[1:-1], self._panels):
                 bits = xnor_gemm(bits, panels, layer["k"], thresholds=layer["thresholds"],
@@ -399,18 +398,6 @@ def _check_array(name, array, dtype, shape) -> None:
         raise ValueError(f"{name} is {array.dtype} {array.shape}, expected {np.dtype(dtype).name} {shape}")
 
 
-@contextlib.contextmanager
-def _numba_threads(threads):
-    """Run this engine's own Numba kernels on `threads` threads (None: leave as is)."""
-    if threads is None:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 # --- Numba kernels for the pixel layer --------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 
 from qnnlib.bitpack import WORD_BITS, words_for
 
-__all__ = ["PackedWeights", "prepare_weights", "xnor_gemm"]
+__all__ = ["PackedWeights", "numba_threads", "prepare_weights", "xnor_gemm"]
 
 VARIANTS = ("auto", "tensor_core", "cuda_core")
 
@@ -115,7 +115,7 @@ def _cpu_gemm(a_bits, b_bits, k, epilogue, out, threads):
     from qnnlib.kernels import cpu
 
     panels = prepare_weights(b_bits).panels
-    with _numba_threads(threads):
+    with numba_threads(threads):
         if epilogue is None:
             cpu.xnor_gemm_int32(a_bits, panels, k, out)
         else:
@@ -191,7 +191,8 @@ def _output(xp, out, shape, dtype):
 
 
 @contextlib.contextmanager
-def _numba_threads(threads):
+def numba_threads(threads):
+    """Run the Numba kernels inside on `threads` threads, then restore (None: leave as is)."""
     if threads is None:
         yield
         return
