@@ -1,0 +1,288 @@
+"""Weight accumulators held at reduced precision (notebook 02, arXiv:1609.07061 Sec. 2.2).
+
+The paper's training rule (Algorithm 1) keeps a real-valued accumulator W for every
+binary weight: forward and backward use sign(W), the optimizer adds its small, noisy
+steps to W, and sign(W) changes only after enough of them have piled up. Sec. 2.2 argues
+that the accumulator needs "sufficient resolution" for SGD to work at all. This module
+lets an experiment store W in a coarser number format without touching the training
+loop, and counts the updates the coarse format swallows.
+
+Formats (`AccumulatorFormat.parse`):
+
+- ``"float32"``: the identity (the reference the others are compared with);
+- ``"bfloat16"``, ``"float16"``: a round trip ``w.to(dtype).to(float32)``, i.e. IEEE 754
+  round-to-nearest, ties-to-even. In [-1, 1] overflow cannot happen; float16 turns
+  subnormal below 2**-14 (spacing 2**-24) and flushes |w| < 2**-25 to zero, which only
+  matters for weights that are practically zero;
+- ``"fixed<k>"``: fixed point with k fractional bits on [-1, 1]:
+  ``clamp(round(w * 2**k) / 2**k, -1, 1)`` (ties-to-even, like the float casts). Storing
+  it takes k + 2 bits: a sign bit, one integer bit for +-1, k fractional bits.
+
+How it hooks in: `low_precision_accumulators(model, fmt)` registers PyTorch's global
+optimizer step hooks (`torch.optim.optimizer.register_optimizer_step_pre_hook` and
+`register_optimizer_step_post_hook`), so it also reaches the optimizer that
+`qnnlib.training.train` builds internally. Before each step it snapshots the model's
+QuantLinear weights; after the step it rounds them to the format and counts lost
+updates. Only those weights are rounded: biases, BatchNorm parameters and Adam's moment
+estimates stay in float32, so the experiment isolates the accumulator.
+
+Order with clipping: `training.train_step` clips W to [-1, 1] *after* `optimizer.step()`,
+so the rounding here happens before the clip. The order is harmless: +-1 is
+representable in every format and rounding is monotone, so round(clip(w)) == clip(round(w)).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                   register_optimizer_step_pre_hook)
+
+from .models import quant_linears
+
+__all__ = ["AccumulatorFormat", "FLOAT_FORMATS", "LowPrecisionAccumulators",
+           "low_precision_accumulators", "round_to_format"]
+
+# name -> torch dtype of the IEEE-style float formats.
+FLOAT_FORMATS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_FIXED = re.compile(r"^fixed(\d+)$")
+
+
+@dataclass(frozen=True)
+class AccumulatorFormat:
+    """A number format for the weight accumulators (notebook 02, paper Sec. 2.2).
+
+    `kind` is "float" or "fixed"; `bits` is the float's precision p (mantissa bits plus
+    the implicit leading one: 24, 11, 8) or the fixed point's fractional bits k. Both
+    put the spacing of representable values on [0.5, 1) at 2**-bits, which is why the
+    notebook plots both kinds on one "bits of resolution" axis.
+    """
+
+    name: str
+    kind: str
+    bits: int
+
+    @classmethod
+    def parse(cls, spec: "str | AccumulatorFormat") -> "AccumulatorFormat":
+        """"float32" | "bfloat16" | "float16" | "fixed<k>" (k >= 0) -> AccumulatorFormat."""
+        if isinstance(spec, AccumulatorFormat):
+            return spec
+        if spec in FLOAT_FORMATS:
+            # eps = 2**-(p - 1): the spacing just above 1.
+            return cls(spec, "float", 1 - round(math.log2(torch.finfo(FLOAT_FORMATS[spec]).eps)))
+        match = _FIXED.match(str(spec))
+        if match:
+            return cls(f"fixed{int(match.group(1))}", "fixed", int(match.group(1)))
+        raise ValueError(f"unknown accumulator format {spec!r}: use one of "
+                         f"{sorted(FLOAT_FORMATS)} or 'fixed<k>' (e.g. 'fixed8')")
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The torch dtype of a float format, None for fixed point."""
+        return FLOAT_FORMATS.get(self.name)
+
+    @property
+    def storage_bits(self) -> int:
+        """Bits per stored weight: 32 / 16 / 16 for floats, k + 2 for fixed<k>."""
+        if self.kind == "float":
+            return torch.finfo(self.dtype).bits
+        return self.bits + 2
+
+    def round(self, w: torch.Tensor) -> torch.Tensor:
+        """w rounded to the nearest representable value (ties to even), as float32."""
+        if self.kind == "float":
+            return w.to(self.dtype).to(w.dtype)
+        scale = 2.0 ** self.bits
+        return torch.clamp(torch.round(w * scale) / scale, -1.0, 1.0)
+
+    __call__ = round
+
+    def spacing(self, x: float) -> float:
+        """Distance from |x| to the next larger representable value (the "ulp" at x).
+
+        Float with precision p and smallest normal exponent e_min:
+        2**(max(floor(log2|x|), e_min) - (p - 1)); fixed<k>: 2**-k everywhere.
+        """
+        if self.kind == "fixed":
+            return 2.0 ** -self.bits
+        info = torch.finfo(self.dtype)
+        e_min = round(math.log2(info.tiny))
+        exponent = e_min if x == 0 else max(math.floor(math.log2(abs(x))), e_min)
+        return 2.0 ** (exponent - (self.bits - 1))
+
+
+def round_to_format(w: torch.Tensor, fmt: "str | AccumulatorFormat") -> torch.Tensor:
+    """`AccumulatorFormat.parse(fmt).round(w)` (notebook 02)."""
+    return AccumulatorFormat.parse(fmt).round(w)
+
+
+class LowPrecisionAccumulators:
+    """Context manager: hold `model`'s QuantLinear weights in `fmt` during training
+    (notebook 02, paper Sec. 2.2). Use `low_precision_accumulators(model, fmt)`.
+
+    On entry the weights are rounded to the format (the accumulator starts in it too)
+    and two global optimizer hooks are registered; on exit both are removed, also when
+    the body raises. The hooks act only on optimizers that hold at least one of the
+    model's QuantLinear weights.
+
+    After each optimizer step, for every weight entry with old value w and float32
+    result w' of the step:
+
+    - the update is *real* when clip(w') != w (clip to [-clip, clip]; a step that only
+      pushes a clipped weight further out is no update in float32 either);
+    - it is *lost* when it is real and round(clip(w')) == w: the format rounds it away.
+
+    Counts: `steps`, `updates` (real updates), `lost`, `lost_fraction` = lost / updates,
+    `flips` (entries whose stored sign, hence binary weight, changed; sign(0) = +1);
+    `step_counts` holds one (updates, lost, flips) triple per step when `record_steps`.
+    With `magnitude_edges` (increasing, e.g. [0, 1/64, 1/8, 1]), `updates_by_magnitude`
+    and `lost_by_magnitude` split the counts by |w| before the step, bin i holding
+    edges[i] <= |w| < edges[i+1] (the last bin is closed and takes anything larger).
+    """
+
+    def __init__(self, model: nn.Module, fmt: "str | AccumulatorFormat",
+                 clip: float | None = 1.0, record_steps: bool = True,
+                 magnitude_edges=None):
+        self.format = AccumulatorFormat.parse(fmt)
+        self.weights = [layer.weight for layer in quant_linears(model)]
+        if not self.weights:
+            raise ValueError("the model has no QuantLinear layers: nothing to hold")
+        self.clip = clip
+        self.record_steps = record_steps
+        self.magnitude_edges = None
+        if magnitude_edges is not None:
+            edges = torch.as_tensor(magnitude_edges, dtype=torch.float32)
+            if edges.ndim != 1 or len(edges) < 2 or not torch.all(edges[1:] > edges[:-1]):
+                raise ValueError(f"magnitude_edges must increase, got {magnitude_edges!r}")
+            self.magnitude_edges = edges
+        self._ids = {id(w) for w in self.weights}
+        self._handles = []
+        self._before = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero all counts."""
+        self.steps = 0
+        self._counts = torch.zeros(3, dtype=torch.long)  # updates, lost, flips
+        bins = 0 if self.magnitude_edges is None else len(self.magnitude_edges) - 1
+        self._binned = torch.zeros(2, bins, dtype=torch.long)  # updates, lost per |w| bin
+        self._step_counts: list[torch.Tensor] = []
+
+    # -- counts -----------------------------------------------------------------
+    @property
+    def updates(self) -> int:
+        """Weight entries changed by the float32 step (after clipping), summed over steps."""
+        return int(self._counts[0])
+
+    @property
+    def lost(self) -> int:
+        """Of those, the entries the format rounded back to their old value."""
+        return int(self._counts[1])
+
+    @property
+    def flips(self) -> int:
+        """Entries whose stored accumulator changed sign (binary weight flips), summed."""
+        return int(self._counts[2])
+
+    @property
+    def updates_by_magnitude(self) -> list[int]:
+        """`updates` per |w| bin of `magnitude_edges` (empty without edges)."""
+        return self._binned[0].tolist()
+
+    @property
+    def lost_by_magnitude(self) -> list[int]:
+        """`lost` per |w| bin of `magnitude_edges` (empty without edges)."""
+        return self._binned[1].tolist()
+
+    @property
+    def lost_fraction(self) -> float:
+        """lost / updates (0.0 before any update)."""
+        return self.lost / self.updates if self.updates else 0.0
+
+    @property
+    def step_counts(self) -> list[tuple[int, int, int]]:
+        """(updates, lost, flips) of every step, in order (empty unless `record_steps`)."""
+        if not self._step_counts:
+            return []
+        return [tuple(row) for row in torch.stack(self._step_counts).tolist()]
+
+    def counts(self) -> dict:
+        """{"format", "steps", "updates", "lost", "lost_fraction", "flips"} as plain numbers."""
+        return {"format": self.format.name, "steps": self.steps, "updates": self.updates,
+                "lost": self.lost, "lost_fraction": self.lost_fraction, "flips": self.flips}
+
+    # -- hooks ------------------------------------------------------------------
+    def _ours(self, optimizer: torch.optim.Optimizer) -> bool:
+        return any(id(p) in self._ids for group in optimizer.param_groups for p in group["params"])
+
+    @torch.no_grad()
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        if self._ours(optimizer):
+            self._before = [w.detach().clone() for w in self.weights]
+
+    @torch.no_grad()
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        if self._before is None or not self._ours(optimizer):
+            return
+        device = self.weights[0].device
+        counts = torch.zeros(3, dtype=torch.long, device=device)
+        binned = torch.zeros_like(self._binned, device=device)
+        edges = None if self.magnitude_edges is None else self.magnitude_edges[1:-1].to(device)
+        for w, old in zip(self.weights, self._before):
+            new = w.detach()
+            intended = new.clamp(-self.clip, self.clip) if self.clip is not None else new
+            real = intended != old
+            rounded = self.format.round(intended)
+            lost = real & (rounded == old)
+            counts[0] += real.sum()
+            counts[1] += lost.sum()
+            counts[2] += ((rounded >= 0) != (old >= 0)).sum()
+            if edges is not None:
+                index = torch.bucketize(old.abs().flatten(), edges, right=True)
+                bins = binned.shape[1]
+                binned[0] += torch.bincount(index[real.flatten()], minlength=bins)
+                binned[1] += torch.bincount(index[lost.flatten()], minlength=bins)
+            w.copy_(self.format.round(new))
+        self._before = None
+        self.steps += 1
+        counts = counts.cpu()
+        self._counts += counts
+        self._binned += binned.cpu()
+        if self.record_steps:
+            self._step_counts.append(counts)
+
+    # -- context manager ----------------------------------------------------------
+    def __enter__(self) -> "LowPrecisionAccumulators":
+        with torch.no_grad():
+            for w in self.weights:
+                w.copy_(self.format.round(w))
+        self._handles = [register_optimizer_step_pre_hook(self._pre_step),
+                         register_optimizer_step_post_hook(self._post_step)]
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._before = None
+        return False
+
+
+def low_precision_accumulators(model: nn.Module, fmt: "str | AccumulatorFormat",
+                               clip: float | None = 1.0, record_steps: bool = True,
+                               magnitude_edges=None) -> LowPrecisionAccumulators:
+    """Hold `model`'s weight accumulators in `fmt` inside a `with` block (notebook 02)::
+
+        with low_precision_accumulators(model, "fixed8") as acc:
+            result = train(model, splits, config)
+        acc.lost_fraction
+
+    `clip` should match the training loop's clipping bound (1.0, or None without
+    clipping); it only affects which updates count as real. See
+    `LowPrecisionAccumulators`.
+    """
+    return LowPrecisionAccumulators(model, fmt, clip=clip, record_steps=record_steps,
+                                    magnitude_edges=magnitude_edges)
