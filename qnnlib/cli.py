@@ -2,6 +2,7 @@
 
     qnn-train --config params.yaml --section train [--set train.epochs=3 ...]
               [--out-name NAME] [--checkpoint PATH]
+    qnn-train --config params.yaml --section mnist_cpu --section mnist_fp   # side by side
 
 The section holds {"model": build_model keys, "train": TrainConfig keys,
 "data": load_mnist keys}. Writes results/metrics/NAME.json,
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (see module docstring)."""
     parser = argparse.ArgumentParser(prog="qnn-train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="params.yaml", help="YAML parameter file")
-    parser.add_argument("--section", default="train", help="top-level section to run")
+    parser.add_argument("--section", dest="sections", action="append",
+                        help="top-level section to run (default: train); several sections "
+                             "train side by side in separate processes")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override, e.g. train.epochs=3 or model.hidden=512")
     parser.add_argument("--out-name", help="name of the outputs (default: the section)")
@@ -107,9 +111,25 @@ def save_model(model: torch.nn.Module, config: dict, name: str) -> tuple[Path, P
     return weights, description
 
 
+def train_in_parallel(args) -> int:
+    """One process per section, all at once: on a small machine two single-threaded
+    runs finish sooner than the same two runs one after the other with two threads."""
+    base = [sys.executable, "-m", "qnnlib.cli", "--config", str(args.config)]
+    base += [flag for override in args.overrides for flag in ("--set", override)]
+    runs = [subprocess.Popen([*base, "--section", section]) for section in args.sections]
+    return max(run.wait() for run in runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `qnn-train` and `python -m qnnlib.cli`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.sections = args.sections or ["train"]
+    if len(args.sections) > 1:
+        if args.out_name or args.checkpoint:
+            parser.error("--out-name and --checkpoint name one run: give a single --section")
+        return train_in_parallel(args)
+    args.section = args.sections[0]
     name = args.out_name or args.section
     try:
         config, train_config, model = prepare(args)

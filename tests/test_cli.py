@@ -94,3 +94,27 @@ def test_missing_config_file_as_a_module(tmp_path):
                          capture_output=True, text=True, cwd=paths.ROOT, timeout=120)
     assert run.returncode != 0
     assert "config file not found" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_cli_trains_several_sections_side_by_side(tmp_path, monkeypatch):
+    params = write_params(tmp_path, mnist_mirror())
+    text = params.read_text()
+    params.write_text(text + text.replace("tiny:", "tiny_twin:").replace("{hidden: 64", "{kind: full_precision, hidden: 64"))
+    env = {**os.environ, "QNN_RESULTS_DIR": str(tmp_path / "results"),
+           "QNN_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
+    run = subprocess.run([sys.executable, "-m", "qnnlib.cli", "--config", str(params),
+                          "--section", "tiny", "--section", "tiny_twin"],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for name in ("tiny", "tiny_twin"):
+        assert (tmp_path / "results" / "metrics" / f"{name}.json").exists()
+        assert (tmp_path / "checkpoints" / f"{name}.pt").exists()
+    twin = json.loads((tmp_path / "checkpoints" / "tiny_twin.json").read_text())
+    assert twin["model"]["kind"] == "full_precision"
+
+
+def test_cli_refuses_out_name_with_several_sections(tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(["--config", str(write_params(tmp_path)), "--section", "a", "--section", "b",
+                  "--out-name", "x"])

@@ -1,0 +1,174 @@
+"""Small experiment grids: train a list of configurations over several seeds.
+
+Introduced by notebook 01 (arXiv:1609.07061 Sec. 2.1: deterministic vs stochastic
+binarization of weights and activations, several seeds each) and notebook 03 (Sec. 2.3:
+the straight-through estimator with and without saturation); any notebook comparing
+variants of the MNIST network can use it.
+
+A configuration is a dict::
+
+    {"name": "stochastic weights",                 # required, unique
+     "model": {"hidden": 512, "depth": 2, "weight_mode": "stochastic"},
+     "train": {"epochs": 5, "n_train": 10000},     # TrainConfig overrides (optional)
+     "weights": "stochastic"}                      # any other key: a label column
+
+`model` is a `build_model` dict or a callable `model(generator) -> nn.Module`. Every run
+of seed `s` seeds python/numpy/torch with `s` before building the model (so the
+initialisation depends on the seed), hands the model an explicit `torch.Generator` for
+stochastic binarization drawn from a stream independent of the data shuffling
+(`binarization_generator`), and trains with `TrainConfig(seed=s)`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .models import build_model
+from .training import TrainConfig, TrainResult, seed_everything
+from .training import train as train_model
+
+__all__ = ["GridResult", "run_grid", "summarize", "binarization_generator", "format_mean_std"]
+
+RUN_COLUMNS = ["best_epoch", "best_val_error", "test_error", "final_val_error",
+               "final_test_error", "epochs", "seconds"]
+_RESERVED = {"name", "model", "train"}
+
+
+def binarization_generator(seed: int) -> torch.Generator:
+    """The generator for stochastic-binarization draws of run `seed` (notebook 01).
+
+    Seeded from `numpy.random.SeedSequence([seed, 1])`, not from `seed` itself: the
+    training loop seeds its shuffling generator with `seed`, and two generators with
+    the same seed would produce the same uniform stream.
+    """
+    state = np.random.SeedSequence([int(seed), 1]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+@dataclass
+class GridResult:
+    """What `run_grid` returns.
+
+    runs: one row per (configuration, seed): name, labels, seed, best_epoch,
+        best_val_error, test_error (at the best-validation epoch, the paper's number),
+        final_val_error, final_test_error (last epoch), epochs, seconds, and any
+        columns returned by `after_run`. Errors are fractions in [0, 1].
+    history: one row per (configuration, seed, epoch): name, labels, seed and the
+        columns of `TrainResult.history` (epoch, lr, train_loss, train_error,
+        val_error, test_error, seconds).
+    """
+
+    runs: pd.DataFrame
+    history: pd.DataFrame
+
+    def summary(self, metric: str = "test_error", by: str | Sequence[str] = "name") -> pd.DataFrame:
+        """`summarize(self.runs, metric, by)`."""
+        return summarize(self.runs, metric, by)
+
+
+def _normalise(configs) -> list[dict]:
+    if isinstance(configs, Mapping):
+        configs = [{"name": name, **dict(spec)} for name, spec in configs.items()]
+    configs = [dict(c) for c in configs]
+    if not configs:
+        raise ValueError("run_grid needs at least one configuration")
+    names = []
+    for config in configs:
+        if "name" not in config or "model" not in config:
+            raise ValueError(f"each configuration needs 'name' and 'model' keys, got {sorted(config)}")
+        names.append(config["name"])
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"configuration names must be unique; repeated: {duplicates}")
+    return configs
+
+
+def _build(spec, generator: torch.Generator):
+    if callable(spec):
+        return spec(generator)
+    if isinstance(spec, Mapping):
+        spec = dict(spec)
+        spec.setdefault("generator", generator)
+        return build_model(spec)
+    raise TypeError(f"'model' must be a build_model dict or a callable, got {type(spec).__name__}")
+
+
+def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
+             seeds: Iterable[int] = (0,), train: dict | None = None,
+             after_run: Callable[[dict, int, TrainResult], dict] | None = None,
+             progress: bool = False, log: Callable[[str], None] | None = None) -> GridResult:
+    """Train every configuration with every seed and collect tidy DataFrames.
+
+    configs: list of configuration dicts (see the module docstring) or a mapping
+        name -> configuration.
+    splits: {"train", "val", "test"} as `train` accepts them (`load_mnist()` or
+        (inputs, labels) pairs).
+    seeds: the seeds; runs go seed-major within each configuration.
+    train: TrainConfig values shared by all configurations (a configuration's own
+        "train" dict overrides them; the seed always comes from `seeds`).
+    after_run: optional `after_run(config, seed, result) -> dict` called after each run
+        (the model is at its best-validation epoch); its dict adds columns to `runs`.
+    progress: show the per-run tqdm bar. log: e.g. `print`, called with one line per run.
+    """
+    configs = _normalise(configs)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("run_grid needs at least one seed")
+    shared = dict(train or {})
+    run_rows, histories = [], []
+    for config in configs:
+        labels = {k: v for k, v in config.items() if k not in _RESERVED}
+        for seed in seeds:
+            values = {**shared, **dict(config.get("train", {})), "seed": seed}
+            values.setdefault("progress", progress)
+            train_config = TrainConfig.from_dict(values)
+            seed_everything(seed)  # the initialisation depends on the seed
+            model = _build(config["model"], binarization_generator(seed))
+            start = time.perf_counter()
+            result = train_model(model, splits, train_config)
+            seconds = time.perf_counter() - start
+            history = result.history
+            last = history.iloc[-1] if len(history) else None
+            row = {"name": config["name"], **labels, "seed": seed,
+                   "best_epoch": result.best_epoch, "best_val_error": result.best_val_error,
+                   "test_error": result.test_error,
+                   "final_val_error": float(last["val_error"]) if last is not None else np.nan,
+                   "final_test_error": float(last["test_error"]) if last is not None else np.nan,
+                   "epochs": len(history), "seconds": seconds}
+            if after_run is not None:
+                extra = after_run(config, seed, result) or {}
+                clash = sorted(set(extra) & set(row))
+                if clash:
+                    raise ValueError(f"after_run returned reserved columns {clash}")
+                row.update(extra)
+            run_rows.append(row)
+            histories.append(history.assign(name=config["name"], **labels, seed=seed))
+            if log is not None:
+                log(f"{config['name']} seed={seed}: test error {100 * result.test_error:.2f}% "
+                    f"(best epoch {result.best_epoch}) in {seconds:.1f} s")
+    label_columns = list(dict.fromkeys(k for c in configs for k in c if k not in _RESERVED))
+    history = pd.concat(histories, ignore_index=True)
+    front = ["name", *label_columns, "seed"]
+    history = history[front + [c for c in history.columns if c not in front]]
+    return GridResult(pd.DataFrame(run_rows), history)
+
+
+def summarize(runs: pd.DataFrame, metric: str = "test_error",
+              by: str | Sequence[str] = "name") -> pd.DataFrame:
+    """Mean, sample standard deviation (ddof=1; 0 for a single seed), min, max and count
+    of `metric` per group, groups in order of first appearance."""
+    by = [by] if isinstance(by, str) else list(by)
+    grouped = runs.groupby(by, sort=False)[metric]
+    table = grouped.agg(["mean", "std", "min", "max", "count"]).reset_index()
+    table["std"] = table["std"].fillna(0.0)
+    return table.rename(columns={"count": "n"})
+
+
+def format_mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    """'1.23 ± 0.04' (values times `scale`, e.g. error fractions as percent)."""
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"

@@ -1,0 +1,181 @@
+"""Tests of qnnlib.experiments: grids of (configuration x seed) training runs as tidy
+DataFrames, their summaries, and the seeding of stochastic binarization."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from qnnlib.experiments import (GridResult, binarization_generator, format_mean_std, run_grid,
+                                summarize)
+from qnnlib.models import mnist_mlp
+from qnnlib.quantizers import StochasticSign
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def synthetic_splits(n=300, features=20, seed=0):
+    """Random inputs labelled by the argmax of their first ten features (learnable)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, features, generator=g) * 2 - 1
+    y = x[:, :10].argmax(dim=1)
+    third = n // 3
+    return {"train": (x[:third], y[:third]), "val": (x[third:2 * third], y[third:2 * third]),
+            "test": (x[2 * third:], y[2 * third:])}
+
+
+TINY = dict(hidden=16, depth=1, in_features=20, dropout_in=0.0, dropout_hidden=0.0)
+TRAIN = dict(epochs=2, batch_size=25, lr_end=3e-4, device="cpu", threads=1)
+
+
+def tiny_configs():
+    return [{"name": "det", "mode": "deterministic", "model": dict(TINY)},
+            {"name": "sto", "mode": "stochastic", "model": dict(TINY, act_mode="stochastic")}]
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return run_grid(tiny_configs(), synthetic_splits(), seeds=[0, 1], train=TRAIN)
+
+
+def test_runs_table_has_one_row_per_config_and_seed(grid):
+    assert isinstance(grid, GridResult)
+    runs = grid.runs
+    assert list(runs["name"]) == ["det", "det", "sto", "sto"]
+    assert list(runs["seed"]) == [0, 1, 0, 1]
+    assert list(runs["mode"]) == ["deterministic"] * 2 + ["stochastic"] * 2
+    for column in ("best_val_error", "test_error", "final_val_error", "final_test_error"):
+        assert runs[column].between(0, 1).all()
+    assert (runs["epochs"] == 2).all() and runs["best_epoch"].between(1, 2).all()
+    assert (runs["seconds"] > 0).all()
+
+
+def test_history_is_long_format_with_labels(grid):
+    history = grid.history
+    assert list(history.columns[:3]) == ["name", "mode", "seed"]
+    assert len(history) == 4 * 2
+    assert {"epoch", "lr", "train_loss", "val_error", "test_error"} <= set(history.columns)
+    one = history[(history["name"] == "sto") & (history["seed"] == 1)]
+    assert list(one["epoch"]) == [1, 2]
+    # the reported test error is the one at the best-validation epoch of that history
+    run = grid.runs[(grid.runs["name"] == "sto") & (grid.runs["seed"] == 1)].iloc[0]
+    assert run["test_error"] == one[one["epoch"] == run["best_epoch"]]["test_error"].item()
+    assert run["final_test_error"] == one["test_error"].iloc[-1]
+
+
+def test_rerun_is_identical_and_seeds_differ(grid):
+    again = run_grid(tiny_configs(), synthetic_splits(), seeds=[0, 1], train=TRAIN)
+    columns = ["best_epoch", "best_val_error", "test_error", "final_test_error"]
+    pd.testing.assert_frame_equal(grid.runs[columns], again.runs[columns])
+    losses = grid.history.set_index(["name", "seed", "epoch"])["train_loss"]
+    assert losses.loc[("det", 0, 1)] != losses.loc[("det", 1, 1)]
+
+
+def test_config_train_overrides_shared_and_mapping_form():
+    configs = {"short": {"model": dict(TINY), "train": {"epochs": 1}},
+               "long": {"model": dict(TINY)}}
+    grid = run_grid(configs, synthetic_splits(), seeds=[3], train=TRAIN)
+    assert list(grid.runs["name"]) == ["short", "long"]
+    assert list(grid.runs["epochs"]) == [1, 2]
+    assert (grid.runs["seed"] == 3).all()
+
+
+def test_after_run_adds_columns_and_sees_the_trained_model():
+    seen = []
+
+    def after_run(config, seed, result):
+        seen.append((config["name"], seed, result.best_epoch))
+        return {"n_params": sum(p.numel() for p in result.model.parameters())}
+
+    grid = run_grid(tiny_configs()[:1], synthetic_splits(), seeds=[0], train=TRAIN, after_run=after_run)
+    assert seen == [("det", 0, grid.runs["best_epoch"].item())]
+    assert grid.runs["n_params"].item() > 0
+
+    with pytest.raises(ValueError, match="reserved"):
+        run_grid(tiny_configs()[:1], synthetic_splits(), seeds=[0], train=TRAIN,
+                 after_run=lambda c, s, r: {"test_error": 0.0})
+
+
+def test_callable_model_gets_the_binarization_generator():
+    received = []
+
+    def build(generator):
+        received.append(generator)
+        return mnist_mlp(**TINY, act_mode="stochastic", generator=generator)
+
+    run_grid([{"name": "fn", "model": build}], synthetic_splits(), seeds=[5], train=dict(TRAIN, epochs=1))
+    assert len(received) == 1 and isinstance(received[0], torch.Generator)
+
+
+def test_dict_models_get_an_explicit_generator(monkeypatch):
+    built = []
+    import qnnlib.experiments as experiments
+
+    original = experiments.build_model
+
+    def spy(spec):
+        model = original(spec)
+        built.append(model)
+        return model
+
+    monkeypatch.setattr(experiments, "build_model", spy)
+    run_grid(tiny_configs()[1:], synthetic_splits(), seeds=[0], train=dict(TRAIN, epochs=1))
+    stochastic = [m for m in built[0].modules() if isinstance(m, StochasticSign)]
+    assert stochastic and all(isinstance(m.generator, torch.Generator) for m in stochastic)
+
+
+def test_binarization_generator_is_reproducible_and_not_the_shuffle_stream():
+    a = torch.rand(5, generator=binarization_generator(7))
+    b = torch.rand(5, generator=binarization_generator(7))
+    shuffle = torch.rand(5, generator=torch.Generator().manual_seed(7))
+    other = torch.rand(5, generator=binarization_generator(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, shuffle) and not torch.equal(a, other)
+
+
+@pytest.mark.parametrize("configs, message", [
+    ([], "at least one configuration"),
+    ([{"name": "a"}], "'name' and 'model'"),
+    ([{"name": "a", "model": dict(TINY)}, {"name": "a", "model": dict(TINY)}], "unique"),
+])
+def test_bad_configs_are_refused(configs, message):
+    with pytest.raises(ValueError, match=message):
+        run_grid(configs, synthetic_splits(), seeds=[0], train=TRAIN)
+
+
+def test_no_seeds_and_unknown_train_keys_are_refused():
+    with pytest.raises(ValueError, match="at least one seed"):
+        run_grid(tiny_configs(), synthetic_splits(), seeds=[], train=TRAIN)
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        run_grid(tiny_configs(), synthetic_splits(), seeds=[0], train=dict(TRAIN, epoch=3))
+    with pytest.raises(TypeError, match="build_model dict or a callable"):
+        run_grid([{"name": "x", "model": 3}], synthetic_splits(), seeds=[0], train=TRAIN)
+
+
+def test_summarize_mean_std_and_order():
+    runs = pd.DataFrame({"name": ["b", "b", "a", "a", "c"], "kind": ["x", "x", "y", "y", "y"],
+                         "test_error": [0.10, 0.20, 0.05, 0.05, 0.30]})
+    table = summarize(runs)
+    assert list(table["name"]) == ["b", "a", "c"]
+    assert table["mean"].tolist() == pytest.approx([0.15, 0.05, 0.30])
+    assert table["std"].tolist() == pytest.approx([math.sqrt(0.005), 0.0, 0.0])  # ddof=1; one seed -> 0
+    assert table["n"].tolist() == [2, 2, 1]
+    assert table["min"].tolist() == pytest.approx([0.1, 0.05, 0.3])
+    assert table["max"].tolist() == pytest.approx([0.2, 0.05, 0.3])
+    by_two = summarize(runs, by=["kind", "name"])
+    assert list(by_two.columns[:2]) == ["kind", "name"] and len(by_two) == 3
+
+
+def test_grid_summary_matches_summarize(grid):
+    pd.testing.assert_frame_equal(grid.summary("final_test_error"), summarize(grid.runs, "final_test_error"))
+
+
+def test_format_mean_std():
+    assert format_mean_std(0.01234, 0.0005) == "1.23 ± 0.05"
+    assert format_mean_std(1.5, 0.25, scale=1, digits=1) == "1.5 ± 0.2"
