@@ -1,0 +1,175 @@
+"""The paper's headline claims beside this replication's numbers (results/tables/claims.csv),
+and the reader of finished training runs that notebooks 05 and 06 share (`load_run`).
+
+Notebook 06_runtime_and_energy fills the table from the metrics and benchmark JSON files
+and its own measurements; a claim nobody has measured yet says so ("pending (needs
+GPU)") instead of showing a number. `python -m qnnlib.claims` prints the table as
+markdown, and `--update-readme README.md` rewrites the README's table between the
+`<!-- claims:start -->` and `<!-- claims:end -->` markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import paths
+
+__all__ = ["PENDING_GPU", "CLAIMS", "COLUMNS", "load_json", "load_metrics", "load_run", "error_pct",
+           "gpu_gemm_speedup", "claims_table", "markdown_table", "update_readme"]
+
+PENDING_GPU = "pending (needs GPU)"
+COLUMNS = ["claim", "paper", "ours", "setting", "command"]
+README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
+
+# id -> what the paper claims (arXiv:1609.07061), its number, what ours says when nothing
+# was measured, and the command that regenerates our number.
+CLAIMS = {
+    "mnist_error_paper": {
+        "claim": "MNIST test error, BNN 784-3x4096-10, 1000 epochs (Sec. 4.1, Table 1)",
+        "paper": "0.96 %", "pending": PENDING_GPU,
+        "command": "dvc unfreeze mnist_paper && dvc repro mnist_paper"},
+    "mnist_error_cpu": {
+        "claim": "MNIST test error, same protocol on a CPU budget",
+        "paper": "0.96 % (3x4096, 1000 epochs)", "pending": "not run",
+        "command": "dvc repro mnist_budget"},
+    "gemm_vs_cublas": {
+        "claim": "XNOR-popcount GEMM vs cuBLAS SGEMM, 8192^3 (Sec. 6)",
+        "paper": "3.4x faster (GTX 750)", "pending": PENDING_GPU,
+        "command": "python benchmarks/xnor_gemm.py"},
+    "gemm_vs_unoptimised": {
+        "claim": "XNOR-popcount GEMM vs an unoptimised GPU kernel (Sec. 6)",
+        "paper": "23x faster (GTX 750)", "pending": PENDING_GPU,
+        "command": "python benchmarks/xnor_gemm.py"},
+    "mnist_runtime_gpu": {
+        "claim": "MNIST BNN at run time vs an unoptimised GPU kernel (Sec. 6)",
+        "paper": "7x faster", "pending": PENDING_GPU,
+        "command": "python benchmarks/inference.py"},
+    "gemm_cpu": {
+        "claim": "XNOR-popcount GEMM vs float32 matmul on CPU (this replication)",
+        "paper": "- (GPU only)", "pending": "not run",
+        "command": "dvc repro runtime_and_energy"},
+    "mnist_runtime_cpu": {
+        "claim": "MNIST BNN at run time vs torch float32 on CPU (this replication)",
+        "paper": "- (GPU only)", "pending": "not run",
+        "command": "dvc repro runtime_and_energy"},
+    "weight_memory": {
+        "claim": "Weight memory, bit-packed vs float32 (Sec. 5)",
+        "paper": "~32x less", "pending": "not run",
+        "command": "dvc repro runtime_and_energy"},
+    "energy": {
+        "claim": "Energy per image, BNN vs float32, Horowitz 45 nm table (Sec. 5)",
+        "paper": "much lower (table only, no number)", "pending": "not run",
+        "command": "dvc repro runtime_and_energy"},
+}
+
+
+def load_json(path) -> dict | None:
+    """The JSON object in `path`, or None when the file does not exist (optional inputs,
+    e.g. the paper-scale run that needs a GPU)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_metrics(name: str) -> dict | None:
+    """results/metrics/<name>.json (as `qnn-train` writes it), or None if absent."""
+    return load_json(paths.results("metrics", f"{name}.json"))
+
+
+def load_run(name: str) -> dict:
+    """Everything `qnn-train --out-name NAME` wrote, each part None when absent (notebooks
+    05 and 06 read train stages this way, so a run that needs a GPU may be missing):
+    {"name", "metrics" (dict), "history" (DataFrame), "model" (the build_model dict from
+    checkpoints/NAME.json), "checkpoint" (Path of checkpoints/NAME.pt)}."""
+    history = paths.results("tables", f"{name}_history.csv")
+    description = load_json(Path(paths.CHECKPOINTS) / f"{name}.json")
+    weights = Path(paths.CHECKPOINTS) / f"{name}.pt"
+    return {"name": name, "metrics": load_metrics(name),
+            "history": pd.read_csv(history) if history.is_file() else None,
+            "model": description["model"] if description else None,
+            "checkpoint": weights if weights.is_file() else None}
+
+
+def error_pct(metrics: dict | None) -> float | None:
+    """Test error in % at the best-validation epoch, from a `qnn-train` metrics dict."""
+    if not metrics or metrics.get("test_error") is None:
+        return None
+    value = float(metrics["test_error"])
+    return None if math.isnan(value) else 100 * value
+
+
+def gpu_gemm_speedup(report: dict | None, size: int = 8192) -> dict | None:
+    """From benchmarks/xnor_gemm.py's JSON: the fastest XNOR kernel's speed-up over cuBLAS
+    SGEMM at size^3, as {"speedup", "variant", "gpu"}; None when no GPU row exists."""
+    if not report:
+        return None
+    for row in report.get("gpu") or []:
+        if row.get("M") == size and row.get("cublas_sgemm_ms"):
+            times = {key[len("xnor_"):-len("_ms")]: value for key, value in row.items()
+                     if key.startswith("xnor_") and key.endswith("_ms") and value}
+            if not times:
+                return None
+            variant = min(times, key=times.get)
+            gpu = (report.get("machine") or {}).get("gpu") or "GPU"
+            return {"speedup": row["cublas_sgemm_ms"] / times[variant], "variant": variant, "gpu": gpu}
+    return None
+
+
+def claims_table(ours: dict) -> pd.DataFrame:
+    """One row per claim of `CLAIMS`, in order; `ours` maps a claim id to (value, setting).
+    Claims without a value read as their `pending` text (e.g. "pending (needs GPU)")."""
+    unknown = sorted(set(ours) - set(CLAIMS))
+    if unknown:
+        raise KeyError(f"unknown claim ids {unknown}; known: {list(CLAIMS)}")
+    rows = []
+    for key, claim in CLAIMS.items():
+        value, setting = ours.get(key) or (None, "")
+        rows.append({"claim": claim["claim"], "paper": claim["paper"],
+                     "ours": claim["pending"] if value is None else str(value),
+                     "setting": setting, "command": claim["command"]})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub markdown table; the command column in backticks."""
+    def cell(column, value):
+        text = str(value).replace("|", "\\|").replace("\n", " ")
+        return f"`{text}`" if column == "command" and text else text
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(cell(c, row[c]) for c in table.columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(text: str, table_markdown: str) -> str:
+    """`text` with everything between the claims markers replaced by `table_markdown`."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {README_START} ... {README_END} block")
+    return text[:start + len(README_START)] + "\n" + table_markdown + text[end:]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Print results/tables/claims.csv as markdown.")
+    parser.add_argument("--csv", type=Path, default=None, help="default: results/tables/claims.csv")
+    parser.add_argument("--update-readme", type=Path, metavar="README",
+                        help="rewrite the table between the claims markers of this file")
+    args = parser.parse_args(argv)
+    csv = args.csv or paths.results("tables", "claims.csv")
+    if not csv.is_file():
+        parser.error(f"{csv} not found: run `dvc repro runtime_and_energy` first")
+    table_markdown = markdown_table(pd.read_csv(csv, keep_default_na=False))
+    if args.update_readme:
+        readme = args.update_readme
+        readme.write_text(update_readme(readme.read_text(), table_markdown))
+        print(f"updated {readme}")
+    else:
+        print(table_markdown, end="")
+
+
+if __name__ == "__main__":
+    main()

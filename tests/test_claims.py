@@ -1,0 +1,96 @@
+"""qnnlib.claims: the claims table, optional inputs, the GPU benchmark reader, the README block."""
+import json
+
+import pandas as pd
+import pytest
+
+from qnnlib import claims
+
+
+def test_unmeasured_claims_say_pending():
+    table = claims.claims_table({"weight_memory": ("31.9x less", "saved files")})
+    assert list(table.columns) == claims.COLUMNS
+    assert len(table) == len(claims.CLAIMS)
+    rows = table.set_index("claim")
+    gpu = rows.loc[claims.CLAIMS["gemm_vs_cublas"]["claim"]]
+    assert gpu["ours"] == claims.PENDING_GPU and gpu["paper"] == "3.4x faster (GTX 750)"
+    assert rows.loc[claims.CLAIMS["mnist_error_paper"]["claim"], "ours"] == claims.PENDING_GPU
+    assert rows.loc[claims.CLAIMS["weight_memory"]["claim"], "ours"] == "31.9x less"
+    assert all(table["command"].str.len() > 0)
+
+
+def test_unknown_claim_is_an_error():
+    with pytest.raises(KeyError):
+        claims.claims_table({"speed_of_light": ("1x", "")})
+
+
+def test_optional_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
+    assert claims.load_metrics("mnist_paper") is None
+    (tmp_path / "metrics").mkdir(exist_ok=True)
+    (tmp_path / "metrics" / "mnist_paper.json").write_text(json.dumps({"test_error": 0.0096}))
+    assert claims.error_pct(claims.load_metrics("mnist_paper")) == pytest.approx(0.96)
+    assert claims.error_pct(None) is None
+    assert claims.error_pct({"test_error": float("nan")}) is None
+
+
+def test_gpu_gemm_speedup():
+    assert claims.gpu_gemm_speedup(None) is None
+    assert claims.gpu_gemm_speedup({"gpu": []}) is None
+    report = {"machine": {"gpu": "NVIDIA H100"},
+              "gpu": [{"M": 4096, "cublas_sgemm_ms": 1.0, "xnor_cuda_core_ms": 0.5},
+                      {"M": 8192, "cublas_sgemm_ms": 8.0, "xnor_cuda_core_ms": 4.0,
+                       "xnor_tensor_core_ms": 1.0}]}
+    found = claims.gpu_gemm_speedup(report)
+    assert found == {"speedup": 8.0, "variant": "tensor_core", "gpu": "NVIDIA H100"}
+    assert claims.gpu_gemm_speedup(report, size=4096)["speedup"] == 2.0
+    assert claims.gpu_gemm_speedup(report, size=2048) is None
+
+
+def test_markdown_and_readme_block(tmp_path):
+    table = claims.claims_table({})
+    markdown = claims.markdown_table(table)
+    lines = markdown.strip().splitlines()
+    assert lines[0] == "| claim | paper | ours | setting | command |"
+    assert len(lines) == 2 + len(claims.CLAIMS)
+    assert f"`{claims.CLAIMS['mnist_error_cpu']['command']}`" in markdown
+    readme = f"# x\n\n## Claims\n\n{claims.README_START}\nold\n{claims.README_END}\n\n## After\n"
+    updated = claims.update_readme(readme, markdown)
+    assert "old" not in updated and markdown in updated and updated.endswith("## After\n")
+    assert claims.update_readme(updated, markdown) == updated
+    with pytest.raises(ValueError):
+        claims.update_readme("# no markers\n", markdown)
+
+
+def test_cli_round_trip(tmp_path, capsys):
+    csv = tmp_path / "claims.csv"
+    claims.claims_table({"energy": ("100x less", "batch 1")}).to_csv(csv, index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{claims.README_START}\n{claims.README_END}\n")
+    claims.main(["--csv", str(csv), "--update-readme", str(readme)])
+    text = readme.read_text()
+    assert "| 100x less | batch 1 |" in text
+    # the empty "setting" cells stay empty, not "nan"
+    assert "nan" not in text
+    claims.main(["--csv", str(csv)])
+    assert "100x less" in capsys.readouterr().out
+    assert pd.read_csv(csv).shape == (len(claims.CLAIMS), len(claims.COLUMNS))
+
+
+def test_load_run_reads_what_qnn_train_writes(tmp_path, monkeypatch):
+    from qnnlib import paths
+
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(paths, "CHECKPOINTS", tmp_path / "checkpoints")
+    empty = claims.load_run("quick")
+    assert empty == {"name": "quick", "metrics": None, "history": None, "model": None,
+                     "checkpoint": None}
+    (tmp_path / "results" / "metrics" / "quick.json").write_text('{"test_error": 0.1}')
+    (tmp_path / "results" / "tables" / "quick_history.csv").write_text("epoch,val_error\n1,0.2\n")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "quick.json").write_text('{"model": {"hidden": 8}, "data": {}}')
+    (tmp_path / "checkpoints" / "quick.pt").write_bytes(b"x")
+    run = claims.load_run("quick")
+    assert run["metrics"] == {"test_error": 0.1} and run["model"] == {"hidden": 8}
+    assert run["history"]["val_error"].tolist() == [0.2]
+    assert run["checkpoint"] == tmp_path / "checkpoints" / "quick.pt"
