@@ -94,3 +94,12 @@ def test_load_run_reads_what_qnn_train_writes(tmp_path, monkeypatch):
     assert run["metrics"] == {"test_error": 0.1} and run["model"] == {"hidden": 8}
     assert run["history"]["val_error"].tolist() == [0.2]
     assert run["checkpoint"] == tmp_path / "checkpoints" / "quick.pt"
+
+
+def test_unoptimised_speedup_reads_the_cpu_baseline_row():
+    assert claims.unoptimised_speedup(None) is None
+    assert claims.unoptimised_speedup({"cpu": []}) is None
+    row = {"M": 100, "K": 4096, "N": 4096, "speedup": 123.4}
+    assert claims.unoptimised_speedup({"cpu_vs_unoptimised": row}) == row
+    table = claims.claims_table({"gemm_vs_unoptimised_cpu": ("123x faster", "cpu")})
+    assert "123x faster" in table["ours"].tolist()
