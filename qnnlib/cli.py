@@ -125,17 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.sections = args.sections or ["train"]
-    if len(args.sections) > 1:
-        if args.out_name or args.checkpoint:
-            parser.error("--out-name and --checkpoint name one run: give a single --section")
-        return train_in_parallel(args)
-    args.section = args.sections[0]
-    name = args.out_name or args.section
-    try:
-        config, train_config, model = prepare(args)
+    if len(args.sections) > 1 and (args.out_name or args.checkpoint):
+        parser.error("--out-name and --checkpoint name one run: give a single --section")
+    try:  # every section, before any of them starts training
+        prepared = [prepare(argparse.Namespace(**{**vars(args), "section": section}))
+                    for section in args.sections]
     except (ValueError, TypeError) as error:
         print(f"qnn-train: error: {error}", file=sys.stderr)
         return 2
+    if len(args.sections) > 1:
+        return train_in_parallel(args)
+    config, train_config, model = prepared[0]
+    name = args.out_name or args.sections[0]
 
     from .data import load_mnist
     from .training import save_results, train
