@@ -40,10 +40,14 @@ def load_params(section: str, params_file: Path = PARAMS_FILE) -> dict:
 
 
 def strip_volatile_metadata(notebook_path: Path) -> None:
-    """Remove run timestamps and durations so executed notebooks diff cleanly."""
+    """Remove run timestamps and durations, and make paths relative to the project, so
+    executed notebooks diff cleanly and say nothing about the machine they ran on."""
     nb = json.loads(notebook_path.read_text())
-    nb.get("metadata", {}).get("papermill", {}).update(
-        {key: None for key in ("start_time", "end_time", "duration")})
+    run = nb.get("metadata", {}).get("papermill", {})
+    run.update({key: None for key in ("start_time", "end_time", "duration")})
+    for key in ("input_path", "output_path"):  # where the checkout lives is nobody's business
+        if run.get(key) and Path(run[key]).is_relative_to(paths.ROOT):
+            run[key] = str(Path(run[key]).relative_to(paths.ROOT))
     for cell in nb["cells"]:
         meta = cell.get("metadata", {})
         for key in VOLATILE_METADATA:
