@@ -148,7 +148,7 @@ def test_thresholds_match_torch_on_every_integer_including_exact_ties():
 
 def test_pixel_layer_is_the_exact_integer_product():
     rng = np.random.default_rng(3)
-    k, units, rows = 100, 70, 69  # k, units not multiples of 64; rows: a full chunk + a ragged one
+    k, units, rows = 100, 70, 301  # k, units not multiples of 64; rows: two full row chunks + a ragged one
     pixels = rng.integers(0, 256, (rows, k), dtype=np.uint8)
     pixels[0] = 255
     pixels[1] = 0

@@ -199,6 +199,9 @@ def numba_threads(threads):
     import numba
 
     previous = numba.get_num_threads()
+    if previous == threads:  # set_num_threads costs microseconds: skip it when unchanged
+        yield
+        return
     numba.set_num_threads(threads)
     try:
         yield
