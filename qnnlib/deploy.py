@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -154,7 +153,6 @@ class BinaryMLP:
         return self.scores(images).argmax(axis=1).astype(np.int64)
 
     def _pixel_layer(self, pixels: np.ndarray) -> np.ndarray:
-        first = self.layers[0]
         planes = _pack_bitplanes(pixels, words_for(self.in_features))
         pixel_sums = pixels.sum(axis=1, dtype=np.int64)
         # one word per 8 panels: the padding columns' bits come out zero

@@ -12,14 +12,7 @@ import torch
 
 from qnnlib import cli, paths
 from qnnlib.models import build_model
-
-
-def mnist_mirror() -> Path:
-    """The offline MNIST mirror: env QNN_DATA_MIRROR, else the shared datasets folder."""
-    mirror = Path(os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets")
-    if not (mirror / "mnist").is_dir() and not (mirror / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"no MNIST mirror at {mirror}")
-    return mirror
+from support import mnist_mirror
 
 
 @pytest.fixture

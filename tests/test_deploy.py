@@ -1,7 +1,6 @@
 """qnnlib.deploy: the bit-packed BinaryMLP reproduces the torch BNN in eval mode exactly."""
 import copy
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -10,6 +10,7 @@ from qnnlib.experiments import (GridResult, binarization_generator, format_mean_
                                 summarize)
 from qnnlib.models import mnist_mlp
 from qnnlib.quantizers import StochasticSign
+from support import synthetic_splits
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -18,16 +19,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def synthetic_splits(n=300, features=20, seed=0):
-    """Random inputs labelled by the argmax of their first ten features (learnable)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, features, generator=g) * 2 - 1
-    y = x[:, :10].argmax(dim=1)
-    third = n // 3
-    return {"train": (x[:third], y[:third]), "val": (x[third:2 * third], y[third:2 * third]),
-            "test": (x[2 * third:], y[2 * third:])}
 
 
 TINY = dict(hidden=16, depth=1, in_features=20, dropout_in=0.0, dropout_hidden=0.0)
@@ -41,7 +32,7 @@ def tiny_configs():
 
 @pytest.fixture(scope="module")
 def grid():
-    return run_grid(tiny_configs(), synthetic_splits(), seeds=[0, 1], train=TRAIN)
+    return run_grid(tiny_configs(), synthetic_splits(300, features=20), seeds=[0, 1], train=TRAIN)
 
 
 def test_runs_table_has_one_row_per_config_and_seed(grid):
@@ -70,7 +61,7 @@ def test_history_is_long_format_with_labels(grid):
 
 
 def test_rerun_is_identical_and_seeds_differ(grid):
-    again = run_grid(tiny_configs(), synthetic_splits(), seeds=[0, 1], train=TRAIN)
+    again = run_grid(tiny_configs(), synthetic_splits(300, features=20), seeds=[0, 1], train=TRAIN)
     columns = ["best_epoch", "best_val_error", "test_error", "final_test_error"]
     pd.testing.assert_frame_equal(grid.runs[columns], again.runs[columns])
     losses = grid.history.set_index(["name", "seed", "epoch"])["train_loss"]
@@ -80,7 +71,7 @@ def test_rerun_is_identical_and_seeds_differ(grid):
 def test_config_train_overrides_shared_and_mapping_form():
     configs = {"short": {"model": dict(TINY), "train": {"epochs": 1}},
                "long": {"model": dict(TINY)}}
-    grid = run_grid(configs, synthetic_splits(), seeds=[3], train=TRAIN)
+    grid = run_grid(configs, synthetic_splits(300, features=20), seeds=[3], train=TRAIN)
     assert list(grid.runs["name"]) == ["short", "long"]
     assert list(grid.runs["epochs"]) == [1, 2]
     assert (grid.runs["seed"] == 3).all()
@@ -93,12 +84,12 @@ def test_after_run_adds_columns_and_sees_the_trained_model():
         seen.append((config["name"], seed, result.best_epoch))
         return {"n_params": sum(p.numel() for p in result.model.parameters())}
 
-    grid = run_grid(tiny_configs()[:1], synthetic_splits(), seeds=[0], train=TRAIN, after_run=after_run)
+    grid = run_grid(tiny_configs()[:1], synthetic_splits(300, features=20), seeds=[0], train=TRAIN, after_run=after_run)
     assert seen == [("det", 0, grid.runs["best_epoch"].item())]
     assert grid.runs["n_params"].item() > 0
 
     with pytest.raises(ValueError, match="reserved"):
-        run_grid(tiny_configs()[:1], synthetic_splits(), seeds=[0], train=TRAIN,
+        run_grid(tiny_configs()[:1], synthetic_splits(300, features=20), seeds=[0], train=TRAIN,
                  after_run=lambda c, s, r: {"test_error": 0.0})
 
 
@@ -109,7 +100,7 @@ def test_callable_model_gets_the_binarization_generator():
         received.append(generator)
         return mnist_mlp(**TINY, act_mode="stochastic", generator=generator)
 
-    run_grid([{"name": "fn", "model": build}], synthetic_splits(), seeds=[5], train=dict(TRAIN, epochs=1))
+    run_grid([{"name": "fn", "model": build}], synthetic_splits(300, features=20), seeds=[5], train=dict(TRAIN, epochs=1))
     assert len(received) == 1 and isinstance(received[0], torch.Generator)
 
 
@@ -125,7 +116,7 @@ def test_dict_models_get_an_explicit_generator(monkeypatch):
         return model
 
     monkeypatch.setattr(experiments, "build_model", spy)
-    run_grid(tiny_configs()[1:], synthetic_splits(), seeds=[0], train=dict(TRAIN, epochs=1))
+    run_grid(tiny_configs()[1:], synthetic_splits(300, features=20), seeds=[0], train=dict(TRAIN, epochs=1))
     stochastic = [m for m in built[0].modules() if isinstance(m, StochasticSign)]
     assert stochastic and all(isinstance(m.generator, torch.Generator) for m in stochastic)
 
@@ -146,16 +137,16 @@ def test_binarization_generator_is_reproducible_and_not_the_shuffle_stream():
 ])
 def test_bad_configs_are_refused(configs, message):
     with pytest.raises(ValueError, match=message):
-        run_grid(configs, synthetic_splits(), seeds=[0], train=TRAIN)
+        run_grid(configs, synthetic_splits(300, features=20), seeds=[0], train=TRAIN)
 
 
 def test_no_seeds_and_unknown_train_keys_are_refused():
     with pytest.raises(ValueError, match="at least one seed"):
-        run_grid(tiny_configs(), synthetic_splits(), seeds=[], train=TRAIN)
+        run_grid(tiny_configs(), synthetic_splits(300, features=20), seeds=[], train=TRAIN)
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
-        run_grid(tiny_configs(), synthetic_splits(), seeds=[0], train=dict(TRAIN, epoch=3))
+        run_grid(tiny_configs(), synthetic_splits(300, features=20), seeds=[0], train=dict(TRAIN, epoch=3))
     with pytest.raises(TypeError, match="build_model dict or a callable"):
-        run_grid([{"name": "x", "model": 3}], synthetic_splits(), seeds=[0], train=TRAIN)
+        run_grid([{"name": "x", "model": 3}], synthetic_splits(300, features=20), seeds=[0], train=TRAIN)
 
 
 def test_summarize_mean_std_and_order():

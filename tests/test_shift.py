@@ -12,6 +12,7 @@ from qnnlib.quantizers import quantize_log
 from qnnlib.shift import (PAPER_BETAS, ShiftAdaMax, ShiftBatchNorm1d, ap2, make_adam, make_adamax,
                           make_shift_adamax,
                           optimizer_groups, shift_batchnorm, ste_ap2, train_with_optimizer)
+from support import synthetic_splits
 
 SQRT2 = math.sqrt(2.0)
 
@@ -301,15 +302,6 @@ def test_make_shift_adamax_keeps_glorot_groups_through_lr_decay():
 # The training loop with an injectable optimizer
 # ---------------------------------------------------------------------------
 
-def synthetic_splits(n=900, seed=0):
-    """Random inputs whose label is the argmax of the first ten pixels (learnable)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 784, generator=g) * 2 - 1
-    y = x[:, :10].argmax(dim=1)
-    third = n // 3
-    return {"train": (x[:third], y[:third]), "val": (x[third:2 * third], y[third:2 * third]),
-            "test": (x[2 * third:], y[2 * third:])}
-
 
 def cluster_splits(n=1500, seed=0):
     """Ten noisy +-1 prototypes: learnable from a few hundred examples."""
@@ -326,7 +318,7 @@ CONFIG = dict(epochs=3, batch_size=50, lr_end=3e-4, progress=False, seed=5, thre
 
 
 def test_train_with_adam_reproduces_training_train():
-    splits = synthetic_splits()
+    splits = synthetic_splits(900)
     torch.manual_seed(1)
     a = mnist_mlp(hidden=64, depth=1)
     torch.manual_seed(1)

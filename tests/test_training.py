@@ -1,26 +1,16 @@
 """Tests of the training loop (qnnlib.training): the paper's optimizer details, the
 schedule, best-validation selection, bit-identical reruns and resumes."""
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from qnnlib import paths
 from qnnlib.data import load_mnist
 from qnnlib.models import mnist_mlp, quant_linears
 from qnnlib.training import (TrainConfig, best_epoch, evaluate, finish, lr_at_epoch, make_optimizer,
                              save_results, seed_everything, train, train_step)
-
-
-def mnist_mirror() -> Path:
-    """The offline MNIST mirror: env QNN_DATA_MIRROR, else the shared datasets folder."""
-    mirror = Path(os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets")
-    if not (mirror / "mnist").is_dir() and not (mirror / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"no MNIST mirror at {mirror}")
-    return mirror
+from support import mnist_mirror, synthetic_splits
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,16 +39,6 @@ def small_net(seed=0, hidden=512):
 # learning after the first one.
 QUICK = dict(epochs=3, n_train=5000, n_val=2000, n_test=2000, lr_end=3e-4, progress=False, seed=3,
              threads=1)
-
-
-def synthetic_splits(n=600, seed=0):
-    """Random inputs whose label is the argmax of the first ten pixels (learnable)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 784, generator=g) * 2 - 1
-    y = x[:, :10].argmax(dim=1)
-    third = n // 3
-    return {"train": (x[:third], y[:third]), "val": (x[third:2 * third], y[third:2 * third]),
-            "test": (x[2 * third:], y[2 * third:])}
 
 
 def assert_same_run(a, b):
