@@ -35,8 +35,8 @@ _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?\d+(?:\.\d*)?[eE][-+]?\d+$"), list("-+0123456789"))
 
 
-def parse_value(text: str):
-    """A `--set` value, typed as YAML would type it (3 -> int, 3e-3 -> float, null -> None)."""
+def load_yaml(text: str):
+    """YAML text (a params file or a `--set` value) with `3e-3` read as a float."""
     return yaml.load(text, Loader=_YamlLoader)
 
 
@@ -45,7 +45,7 @@ def read_section(config_path: str | Path, section: str) -> dict:
     config_path = Path(config_path)
     if not config_path.is_file():
         raise ValueError(f"config file not found: {config_path}")
-    document = yaml.load(config_path.read_text(), Loader=_YamlLoader) or {}
+    document = load_yaml(config_path.read_text()) or {}
     if section not in document:
         raise ValueError(f"section {section!r} not in {config_path}; "
                          f"sections: {sorted(document)}")
@@ -68,7 +68,7 @@ def apply_overrides(config: dict, assignments: list[str]) -> dict:
             part, field = "train", part
         if part not in SECTION_KEYS:
             raise ValueError(f"--set key must start with one of {list(SECTION_KEYS)}, got {key!r}")
-        config[part][field] = parse_value(text)
+        config[part][field] = load_yaml(text)
     return config
 
 

@@ -13,9 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
 from . import paths
+from .cli import load_yaml
 
 PARAMS_FILE = paths.ROOT / "params.yaml"
 VOLATILE_METADATA = ("start_time", "end_time", "duration", "exception", "iopub.execute_input",
@@ -31,7 +30,7 @@ def load_params(section: str, params_file: Path = PARAMS_FILE) -> dict:
     """The `section` of params.yaml, merged over its top-level `seed` when it has none."""
     if not params_file.exists():
         raise FileNotFoundError(f"{params_file} not found: run from a checkout of the project")
-    params = yaml.safe_load(params_file.read_text()) or {}
+    params = load_yaml(params_file.read_text()) or {}
     if section not in params:
         raise KeyError(f"params.yaml has no section {section!r}; sections: {sorted(params)}")
     merged = dict(params[section])

@@ -30,3 +30,4 @@ def test_dvc_never_phones_home():
     config = (ROOT / ".dvc" / "config").read_text()
     assert "analytics = false" in config
     assert "check_update = false" in config
+

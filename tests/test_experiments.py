@@ -13,12 +13,7 @@ from qnnlib.quantizers import StochasticSign
 from support import synthetic_splits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(hidden=16, depth=1, in_features=20, dropout_in=0.0, dropout_hidden=0.0)

@@ -13,14 +13,7 @@ from qnnlib.training import (TrainConfig, best_epoch, evaluate, finish, lr_at_ep
 from support import mnist_mirror, synthetic_splits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI machine has 2 cores shared with other jobs: one thread avoids OpenMP
-    threads waiting on each other (10x slower when oversubscribed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
