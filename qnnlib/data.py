@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qnnlib import paths
 
 IMAGE_SIDE = 28
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -137,7 +136,7 @@ class Split:
 def load_mnist(dataset: str = "mnist", root=None, mirror=None, download: bool = True) -> dict[str, Split]:
     """Return {"train": first 50k, "val": 50k..60k, "test": official 10k} of `dataset`.
 
-    dataset: "mnist" or "fashion-mnist". root: data folder (default `qnnlib.paths.DATA`).
+    dataset: "mnist" or "fashion-mnist". root: data folder (default: env QNN_DATA_DIR, else `data/` in the working directory).
     mirror: folder of the original ``.gz`` archives, directly or in a subfolder named after
     the dataset (default: env QNN_DATA_MIRROR; for Fashion-MNIST also the Debian package's
     folder). download: fetch through torchvision what neither root nor mirror holds.
@@ -145,7 +144,7 @@ def load_mnist(dataset: str = "mnist", root=None, mirror=None, download: bool = 
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
-    raw = Path(root if root is not None else paths.DATA) / DATASETS[dataset] / "raw"
+    raw = Path(root if root is not None else os.environ.get("QNN_DATA_DIR", "data")) / DATASETS[dataset] / "raw"
     ensure_files(raw, dataset, mirror, download)
     train_images, train_labels, test_images, test_labels = (read_idx(raw / s.name, s) for s in IDX_FILES)
     return {

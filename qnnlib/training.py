@@ -37,13 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import paths
 from .layers import squared_hinge_loss
 from .models import quant_linears
 
 __all__ = [
     "seed_everything", "TrainConfig", "TrainResult", "lr_at_epoch", "make_optimizer",
-    "evaluate", "train", "save_results", "resolve_device",
+    "evaluate", "train", "resolve_device",
 ]
 
 LOSSES = {"squared_hinge": squared_hinge_loss, "cross_entropy": F.cross_entropy}
@@ -409,26 +408,3 @@ def finish(model, records, best_state, config, device) -> TrainResult:
     row = records[epoch - 1]
     return TrainResult(history, epoch, row["val_error"], row["test_error"], model, config,
                        str(device))
-
-
-def save_results(result: TrainResult, name: str) -> dict[str, Path]:
-    """Write results/metrics/<name>.json and results/tables/<name>_history.csv.
-
-    Errors appear twice: as percentages rounded to 2 decimals (stable under reruns
-    on other machines for citation) and raw."""
-    metrics = {
-        "best_epoch": result.best_epoch,
-        "best_val_error_pct": round(100 * result.best_val_error, 2),
-        "test_error_pct": round(100 * result.test_error, 2),
-        "best_val_error": result.best_val_error,
-        "test_error": result.test_error,
-        "epochs": len(result.history),
-        "seconds": round(result.seconds, 1),
-        "device": result.device,
-        "config": result.config.to_dict(),
-    }
-    metrics_path = paths.results("metrics", f"{name}.json")
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    history_path = paths.results("tables", f"{name}_history.csv")
-    result.history.to_csv(history_path, index=False, float_format="%.6g")
-    return {"metrics": metrics_path, "history": history_path}

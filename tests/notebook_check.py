@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qnnlib.notebooks import run_notebook
+from qnnpipeline.notebooks import run_notebook
 
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from qnnlib import paths
+from qnnpipeline import paths
 
 
 def mnist_mirror() -> Path:
     """The offline MNIST mirror: env QNN_DATA_MIRROR, else the shared datasets folder
     beside the checkout; skips the test when neither holds MNIST."""
-    mirror = Path(os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets")
+    mirror = Path(os.environ.get("QNN_DATA_MIRROR") or paths.root().parent / "shared" / "datasets")
     if not (mirror / "mnist").is_dir() and not (mirror / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"no MNIST mirror at {mirror}")
     return mirror

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from qnnlib import claims
+from qnnpipeline import claims
 
 
 def test_unmeasured_claims_say_pending():
@@ -78,10 +78,10 @@ def test_cli_round_trip(tmp_path, capsys):
 
 
 def test_load_run_reads_what_qnn_train_writes(tmp_path, monkeypatch):
-    from qnnlib import paths
+    from qnnpipeline import paths
 
     monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setattr(paths, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     empty = claims.load_run("quick")
     assert empty == {"name": "quick", "metrics": None, "history": None, "model": None,
                      "checkpoint": None}

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from qnnlib import cli, paths
+from qnnpipeline import cli, paths
 from qnnlib.models import build_model
 from support import mnist_mirror
 
@@ -19,7 +19,7 @@ from support import mnist_mirror
 def outputs(tmp_path, monkeypatch):
     """Redirect results and checkpoints into the test's folder."""
     monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setattr(paths, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     return tmp_path
 
 
@@ -82,9 +82,9 @@ def test_bad_input_fails_with_a_clear_message(outputs, capsys, extra, message):
 
 def test_missing_config_file_as_a_module(tmp_path):
     """`python -m qnnlib.cli` works and exits nonzero with a message, no traceback."""
-    run = subprocess.run([sys.executable, "-m", "qnnlib.cli", "--config",
+    run = subprocess.run([sys.executable, "-m", "qnnpipeline.cli", "--config",
                           str(tmp_path / "nope.yaml")],
-                         capture_output=True, text=True, cwd=paths.ROOT, timeout=120)
+                         capture_output=True, text=True, cwd=paths.root(), timeout=120)
     assert run.returncode != 0
     assert "config file not found" in run.stderr and "Traceback" not in run.stderr
 
@@ -96,7 +96,7 @@ def test_cli_trains_several_sections_side_by_side(tmp_path, monkeypatch):
     params.write_text(text + text.replace("tiny:", "tiny_twin:").replace("{hidden: 64", "{kind: full_precision, hidden: 64"))
     env = {**os.environ, "QNN_RESULTS_DIR": str(tmp_path / "results"),
            "QNN_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
-    run = subprocess.run([sys.executable, "-m", "qnnlib.cli", "--config", str(params),
+    run = subprocess.run([sys.executable, "-m", "qnnpipeline.cli", "--config", str(params),
                           "--section", "tiny", "--section", "tiny_twin"],
                          env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -19,7 +19,8 @@ import torch
 import torchvision.datasets.mnist as tv_mnist
 from torchvision.datasets.utils import extract_archive
 
-from qnnlib import data, paths
+from qnnlib import data
+from qnnpipeline import paths
 from qnnlib.data import DataError, Split, load_mnist, scale_inputs
 
 NAMES = [spec.name for spec in data.IDX_FILES]
@@ -30,7 +31,7 @@ FIRST_TEST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 
 def find_mnist_archives() -> Path | None:
     """The shared mirror's folder holding the four MNIST .gz files, or None."""
-    mirror = os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets"
+    mirror = os.environ.get("QNN_DATA_MIRROR") or paths.root().parent / "shared" / "datasets"
     for folder in (Path(mirror) / "mnist", Path(mirror)):
         if all((folder / f"{name}.gz").is_file() for name in NAMES):
             return folder

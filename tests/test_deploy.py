@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qnnlib import paths
+from qnnpipeline import paths
 from qnnlib.bitpack import pack_bits
 from qnnlib.data import DataError, load_mnist, scale_inputs
 from qnnlib.deploy import (BinaryMLP, DeployError, _bitplane_threshold_layer, _hidden_thresholds,
@@ -20,7 +20,7 @@ SMALL = dict(hidden=256, depth=3)
 
 @pytest.fixture(scope="module")
 def mnist(tmp_path_factory):
-    mirror = os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets"
+    mirror = os.environ.get("QNN_DATA_MIRROR") or paths.root().parent / "shared" / "datasets"
     try:
         return load_mnist(root=tmp_path_factory.mktemp("data"), mirror=mirror, download=False)
     except DataError as err:

@@ -3,12 +3,15 @@ import tomllib
 
 import yaml
 
-from qnnlib.paths import ROOT
+from qnnpipeline.paths import root
+
+ROOT = root()
 
 
 def _pyproject_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    return set(project["dependencies"]) | set(extras["pipeline"]) | set(extras["test"])
 
 
 def _conda_pip_requirements():

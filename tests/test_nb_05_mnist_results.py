@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from notebook_check import run_and_validate
-from qnnlib import cli, paths
+from qnnpipeline import cli, paths
 
 NAME = "05_mnist_results"
 TRAIN = {"epochs": 2, "n_train": 1000, "n_val": 500, "n_test": 500, "progress": False, "threads": 1}
@@ -20,7 +20,7 @@ def train_tiny(tmp_path, monkeypatch, name: str, kind: str) -> None:
     """`qnn-train` a tiny network into the folders run_and_validate points the notebook at."""
     monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
-    monkeypatch.setattr(paths, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     config = tmp_path / "params.yaml"
     config.write_text(yaml.safe_dump({name: {"model": {"kind": kind, "hidden": 64, "depth": 2},
                                              "train": TRAIN, "data": {"dataset": "mnist"}}}))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from notebook_check import run_and_validate
-from qnnlib import claims, cli, paths
+from qnnpipeline import claims, cli, paths
 from qnnlib.deploy import BinaryMLP
 
 NAME = "06_runtime_and_energy"
@@ -21,7 +21,7 @@ def train_tiny(tmp_path, monkeypatch, name: str) -> None:
     """`qnn-train` a tiny BNN into the folders run_and_validate points the notebook at."""
     monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
-    monkeypatch.setattr(paths, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     config = tmp_path / "params.yaml"
     config.write_text(yaml.safe_dump({name: {
         "model": {"kind": "bnn", "hidden": 64, "depth": 2},

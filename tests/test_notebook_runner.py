@@ -1,5 +1,5 @@
 """qnnlib.notebooks: reading a notebook's params.yaml section."""
-from qnnlib.notebooks import load_params
+from qnnpipeline.params import notebook_params as load_params
 
 
 def test_notebook_params_read_exponents_as_numbers(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from qnnlib.data import load_mnist
 from qnnlib.models import mnist_mlp, quant_linears
 from qnnlib.training import (TrainConfig, best_epoch, evaluate, finish, lr_at_epoch, make_optimizer,
-                             save_results, seed_everything, train, train_step)
+                             seed_everything, train, train_step)
 from support import mnist_mirror, synthetic_splits
 
 
@@ -155,21 +155,6 @@ def test_checkpoint_of_another_run_is_refused_and_kept(tmp_path):
         train(mnist_mlp(hidden=16, depth=1), synthetic_splits(), TrainConfig(**config),
               optimizer_factory=plain_sgd)
     assert checkpoint.read_bytes() == saved
-
-
-def test_save_results_writes_metrics_and_history(tmp_path, monkeypatch):
-    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
-    result = train(mnist_mlp(hidden=16, depth=1), synthetic_splits(),
-                   TrainConfig(epochs=2, progress=False))
-    written = save_results(result, "unit")
-    assert written["metrics"] == tmp_path / "metrics" / "unit.json"
-    metrics = json.loads(written["metrics"].read_text())
-    assert metrics["best_epoch"] == result.best_epoch
-    assert metrics["test_error_pct"] == round(100 * result.test_error, 2)
-    assert metrics["config"]["epochs"] == 2 and metrics["epochs"] == 2
-    history = pd.read_csv(written["history"])
-    assert history["epoch"].tolist() == [1, 2]
-    assert history["val_error"].tolist() == pytest.approx(result.history["val_error"].tolist())
 
 
 # --- real MNIST -----------------------------------------------------------------------

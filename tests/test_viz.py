@@ -1,6 +1,6 @@
 import matplotlib.pyplot as plt
 
-from qnnlib import viz
+from qnnpipeline import viz
 
 
 def _draw(name, caption):

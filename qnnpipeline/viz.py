@@ -25,6 +25,7 @@ def savefig(fig, name: str, caption: str) -> list:
     The PDF carries no creation date, so re-running a notebook rewrites an identical file.
     """
     folder = paths.results("figures")
+    folder.mkdir(parents=True, exist_ok=True)
     png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
     fig.savefig(png, dpi=300, metadata={"Software": None})
     fig.savefig(pdf, metadata={"CreationDate": None, "Producer": None, "Creator": None})

@@ -3,7 +3,7 @@ and the reader of finished training runs that notebooks 05 and 06 share (`load_r
 
 Notebook 06_runtime_and_energy fills the table from the metrics and benchmark JSON files
 and its own measurements; a claim nobody has measured yet says so ("pending (needs
-GPU)") instead of showing a number. `python -m qnnlib.claims` prints the table as
+GPU)") instead of showing a number. `python -m qnnpipeline.claims` prints the table as
 markdown, and `--update-readme README.md` rewrites the README's table between the
 `<!-- claims:start -->` and `<!-- claims:end -->` markers.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import paths
+from .runs import load_json, load_metrics, load_run, error_pct  # noqa: F401 (notebooks read runs here)
 
 __all__ = ["PENDING_GPU", "CLAIMS", "COLUMNS", "load_json", "load_metrics", "load_run", "error_pct",
            "gpu_gemm_speedup", "unoptimised_speedup", "claims_table", "markdown_table", "update_readme"]
@@ -69,40 +70,6 @@ CLAIMS = {
         "paper": "much lower (table only, no number)", "pending": "not run",
         "command": "dvc repro runtime_and_energy"},
 }
-
-
-def load_json(path) -> dict | None:
-    """The JSON object in `path`, or None when the file does not exist (optional inputs,
-    e.g. the paper-scale run that needs a GPU)."""
-    path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def load_metrics(name: str) -> dict | None:
-    """results/metrics/<name>.json (as `qnn-train` writes it), or None if absent."""
-    return load_json(paths.results("metrics", f"{name}.json"))
-
-
-def load_run(name: str) -> dict:
-    """Everything `qnn-train --out-name NAME` wrote, each part None when absent (notebooks
-    05 and 06 read train stages this way, so a run that needs a GPU may be missing):
-    {"name", "metrics" (dict), "history" (DataFrame), "model" (the build_model dict from
-    checkpoints/NAME.json), "checkpoint" (Path of checkpoints/NAME.pt)}."""
-    history = paths.results("tables", f"{name}_history.csv")
-    description = load_json(Path(paths.CHECKPOINTS) / f"{name}.json")
-    weights = Path(paths.CHECKPOINTS) / f"{name}.pt"
-    return {"name": name, "metrics": load_metrics(name),
-            "history": pd.read_csv(history) if history.is_file() else None,
-            "model": description["model"] if description else None,
-            "checkpoint": weights if weights.is_file() else None}
-
-
-def error_pct(metrics: dict | None) -> float | None:
-    """Test error in % at the best-validation epoch, from a `qnn-train` metrics dict."""
-    if not metrics or metrics.get("test_error") is None:
-        return None
-    value = float(metrics["test_error"])
-    return None if math.isnan(value) else 100 * value
 
 
 def gpu_gemm_speedup(report: dict | None, size: int = 8192) -> dict | None:

@@ -1,0 +1,28 @@
+"""qnnpipeline.runs: what a finished training run writes, with its provenance."""
+import json
+
+import pandas as pd
+import pytest
+
+from qnnlib.models import mnist_mlp
+from qnnlib.training import TrainConfig, train
+from qnnpipeline.runs import save_results
+from support import synthetic_splits
+
+
+def test_save_results_writes_metrics_and_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
+    result = train(mnist_mlp(hidden=16, depth=1), synthetic_splits(),
+                   TrainConfig(epochs=2, progress=False))
+    written = save_results(result, "unit")
+    assert written["metrics"] == tmp_path / "metrics" / "unit.json"
+    metrics = json.loads(written["metrics"].read_text())
+    assert metrics["best_epoch"] == result.best_epoch
+    assert metrics["test_error_pct"] == round(100 * result.test_error, 2)
+    assert metrics["config"]["epochs"] == 2 and metrics["epochs"] == 2
+    history = pd.read_csv(written["history"])
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["val_error"].tolist() == pytest.approx(result.history["val_error"].tolist())
+    record = metrics["provenance"]
+    assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
+    assert record["packages"]["torch"] and record["cpu"] and record["threads"] >= 1
