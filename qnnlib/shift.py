@@ -55,18 +55,15 @@ Shift-based AdaMax (`ShiftAdaMax`), per parameter with gradient g_t at step t:
   (m = v = 0) does not produce 0 * inf.
 
 Training with these: `train_with_optimizer(model, splits, optimizer_factory, config)`
-is `training.train` with the optimizer injectable (no checkpointing), assembled from
-the training module's own pieces so that the protocol (shuffling, LR decay, Glorot
-scaling, clipping, best-validation selection) is the same.
+is `training.train` with the optimizer injected, so the protocol (shuffling, LR decay,
+Glorot scaling, clipping, best-validation selection, checkpoints) is the same.
 """
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import training
 from .quantizers import sign
@@ -239,39 +236,10 @@ def make_adam(model: nn.Module, lr: float, glorot_scaling: bool = True) -> torch
 
 def train_with_optimizer(model: nn.Module, splits: dict, optimizer_factory,
                          config: training.TrainConfig | dict | None = None) -> training.TrainResult:
-    """`training.train` with an injectable optimizer (notebook 04's shift ablation).
+    """`training.train(model, splits, config, optimizer_factory=optimizer_factory)`
+    (notebook 04's shift ablation): the one training loop, with the optimizer injected.
 
     `optimizer_factory(model, lr, glorot_scaling)` builds the optimizer; its groups must
-    hold `lr_scale` (see `optimizer_groups`). Everything else is the paper's protocol
-    from `training`: seeding, shuffling, exponential LR decay per epoch, clipping,
-    best-validation selection. With `make_adam` it reproduces `training.train`
-    exactly. Checkpoints are not supported (`config.checkpoint` must be unset).
+    hold `lr_scale` (see `optimizer_groups`). With `make_adam` it is `training.train`.
     """
-    if config is None:
-        config = training.TrainConfig()
-    elif isinstance(config, dict):
-        config = training.TrainConfig.from_dict(config)
-    if config.checkpoint:
-        raise ValueError("train_with_optimizer does not checkpoint; use training.train")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = training.resolve_device(config.device)
-    shuffle = training.seed_everything(config.seed)
-    model.to(device)
-    data = training.split_tensors(splits, config, device)
-    optimizer = optimizer_factory(model, config.lr_start, config.glorot_scaling)
-
-    records, best_state, best_val = [], training.clone_state(model), math.inf
-    for epoch in tqdm(range(config.epochs), desc="epochs", disable=not config.progress):
-        start = time.perf_counter()
-        lr = training.lr_at_epoch(config, epoch)
-        training.set_base_lr(optimizer, lr)
-        train_loss, train_error = training.train_epoch(model, optimizer, *data["train"], config, shuffle)
-        val_error = training.evaluate(model, *data["val"])
-        test_error = training.evaluate(model, *data["test"])
-        if val_error <= best_val:
-            best_val, best_state = val_error, training.clone_state(model)
-        records.append({"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
-                        "train_error": train_error, "val_error": val_error,
-                        "test_error": test_error, "seconds": time.perf_counter() - start})
-    return training.finish(model, records, best_state, config, device)
+    return training.train(model, splits, config, optimizer_factory=optimizer_factory)
