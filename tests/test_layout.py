@@ -51,6 +51,7 @@ def test_results_follow_the_working_directory(tmp_path, monkeypatch):
     checkout = make_checkout(tmp_path / "project")
     for variable in ("QNN_PROJECT_DIR", "QNN_RESULTS_DIR", "QNN_DATA_DIR", "QNN_CHECKPOINT_DIR"):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("QNN_PIPELINE_RUN", "1")  # as the pipeline runs a notebook
     monkeypatch.chdir(checkout / "notebooks")  # where papermill runs the notebooks
     assert paths.root() == checkout.resolve()
     assert paths.results("metrics", "a.json") == checkout.resolve() / "results" / "metrics" / "a.json"
@@ -67,6 +68,7 @@ def test_environment_variables_choose_the_checkout(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("QNN_PROJECT_DIR", str(checkout))
     monkeypatch.delenv("QNN_RESULTS_DIR", raising=False)
+    monkeypatch.setenv("QNN_PIPELINE_RUN", "1")
     assert paths.results_dir() == checkout.resolve() / "results"
     monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "scratch"))
     assert paths.results_dir() == (tmp_path / "scratch").resolve()
