@@ -1,6 +1,14 @@
-"""Every CUDA source in the package compiles for Ampere and Hopper (no GPU needed)."""
+"""CUDA sources and launch geometry, checked without a GPU.
+
+Every .cu file compiles for Ampere and Hopper; the launch grids respect CUDA's limits
+(no zero dimension, gridDim.y <= 65535); the shared-memory staging stores of both tiled
+kernels are free of bank conflicts, by simulating the 32 banks on the index
+arithmetic of the source with its own constants.
+"""
+import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,6 +18,7 @@ from qnnlib.kernels import cuda
 
 KERNEL_DIR = Path(qnnlib.kernels.__file__).parent
 SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
+BANKS, BANK_BYTES = 32, 4
 
 
 def test_sources_are_found():
@@ -21,12 +30,19 @@ def test_sources_are_found():
 @pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.name)
 def test_compiles_with_nvcc(source, arch, tmp_path):
     result = subprocess.run(
-        ["nvcc", f"-arch={arch}", "-cubin", "-Werror", "all-warnings",
+        ["nvcc", f"-arch={arch}", "-cubin", "-std=c++17", "-Werror", "all-warnings",
          "-o", str(tmp_path / "kernel.cubin"), str(source)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "kernel.cubin").stat().st_size > 0
+
+
+def test_kernels_named_in_python_exist_in_the_source():
+    text = cuda.SOURCE.read_text()
+    python = Path(cuda.__file__).read_text()
+    for name in re.findall(r'get_function\("(\w+)"\)', python):
+        assert re.search(rf"__global__ void(?: __launch_bounds__\(\d+\))?\s+{name}\(", text), name
 
 
 def test_variant_choice():
@@ -37,6 +53,77 @@ def test_variant_choice():
         cuda.choose_variant("tensor_core", 75)
 
 
-def test_grid_covers_every_output():
-    assert cuda.grid_for(1, 1) == (1, 1)
-    assert cuda.grid_for(65, 128) == (2, 2)
+@pytest.mark.parametrize("m, n", [(0, 5), (5, 0), (0, 0)])
+def test_empty_outputs_launch_nothing(m, n):
+    assert cuda.tile_grid(m, n) is None
+    assert cuda.flat_grid(m * n) is None
+
+
+@pytest.mark.parametrize("m, n, expected", [
+    (1, 1, (1, 1)), (64, 64, (1, 1)), (65, 128, (2, 2)), (10000, 4096, (157, 64)),
+    # 5,000,000 rows: 78,125 row tiles, beyond gridDim.y but fine on grid x
+    (5_000_000, 10, (78125, 1)), (5_000_001, 4_194_240, (78126, 65535)),
+])
+def test_tile_grid_puts_rows_on_x(m, n, expected):
+    assert cuda.tile_grid(m, n) == expected
+
+
+def test_tile_grid_refuses_what_no_launch_can_cover():
+    with pytest.raises(ValueError, match="more than gridDim.y allows"):
+        cuda.tile_grid(10, 4_194_241)
+    with pytest.raises(ValueError, match="must fit in int32"):
+        cuda.tile_grid(2**31, 1)
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        cuda.tile_grid(-1, 3)
+
+
+def test_flat_grid_covers_every_item():
+    for count in (1, 255, 256, 257, 10000 * 4096):
+        (blocks,) = cuda.flat_grid(count)
+        assert (blocks - 1) * 256 < count <= blocks * 256
+
+
+def _define(name: str) -> int:
+    """The value of `#define NAME <expr>` in the source, expanding earlier defines."""
+    text = cuda.SOURCE.read_text()
+    expr = re.search(rf"^#define {name} (.+?)(?:\s*//.*)?$", text, re.M).group(1)
+    for other in re.findall(r"[A-Z_]{2,}", expr):
+        expr = expr.replace(other, str(_define(other)))
+    return int(eval(expr, {"__builtins__": {}}))  # noqa: S307 (our own arithmetic)
+
+
+def _worst_conflict(byte_addresses, word_bytes: int) -> int:
+    """Most distinct addresses one bank serves in one shared-memory phase: a warp's
+    4-byte accesses form one phase, 8-byte accesses two half-warp phases."""
+    per_phase = 32 * BANK_BYTES // word_bytes
+    worst = 1
+    for start in range(0, len(byte_addresses), per_phase):
+        phase = set(byte_addresses[start:start + per_phase])
+        banks = Counter((address // BANK_BYTES) % BANKS for address in phase)
+        worst = max(worst, max(banks.values()))
+    return worst
+
+
+def test_cuda_core_staging_store_is_conflict_free():
+    kw, tile, row = _define("KW"), _define("TILE"), _define("STAGE_ROW")
+    for warp in range(kw * tile // 32):
+        # the store loop: i = thread, r = i / KW, w = i % KW, element w * STAGE_ROW + r
+        addresses = [8 * ((i % kw) * row + i // kw) for i in range(32 * warp, 32 * warp + 32)]
+        assert _worst_conflict(addresses, 8) == 1
+    # the old layout (no padding) had an 8-way conflict: the simulator sees it
+    unpadded = [8 * ((i % kw) * tile + i // kw) for i in range(32)]
+    assert _worst_conflict(unpadded, 8) == 8
+
+
+def test_tensor_core_staging_and_fragment_loads_are_conflict_free():
+    ks, stride = _define("KS"), _define("STAGE_U32")
+    assert stride % 2 == 0  # 64-bit stores need 8-byte aligned rows
+    stores = [4 * ((i // ks) * stride + 2 * (i % ks)) for i in range(32)]
+    assert _worst_conflict(stores, 8) == 1
+    # fragment loads: lane -> row group = lane / 4, u32 column kbase = in_group (+ 8 step)
+    for step in range(ks // 4):
+        loads = [4 * ((lane // 4) * stride + step * 8 + lane % 4) for lane in range(32)]
+        assert _worst_conflict(loads, 4) == 1
+    # two u32 stores per word (the old code) were 2-way conflicted
+    halves = [4 * ((i // ks) * stride + 2 * (i % ks)) for i in range(32)]
+    assert _worst_conflict(halves, 4) == 2
