@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "sign", "hard_sigmoid", "hard_tanh", "stochastic_sign", "quantize_linear", "quantize_log",
+    "sign", "hard_sigmoid", "hard_tanh", "uniform_like", "stochastic_sign", "quantize_linear", "quantize_log",
     "ste_sign", "ste_stochastic_sign", "ste_quantize_linear", "ste_quantize_log",
     "Sign", "StochasticSign", "LinearQuantizer", "LogQuantizer", "Identity", "HardTanh",
     "QUANTIZERS", "get_quantizer",
@@ -44,14 +44,30 @@ def hard_tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(x, -1, 1)
 
 
+def uniform_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """U[0, 1) draws of x's shape and floating dtype, on x's device.
+
+    With a `generator` the draws are made on the *generator's* device and then moved to
+    x's: torch refuses a CPU generator for a CUDA draw, and drawing where the generator
+    lives makes one seeded generator give the same draws whether the run is on CPU or
+    CUDA (a CUDA generator draws on the GPU directly, with no copy).
+    Without one, the global RNG of x's device draws in place.
+    """
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    if generator is None:
+        return torch.rand(x.shape, dtype=dtype, device=x.device)
+    u = torch.rand(x.shape, generator=generator, dtype=dtype, device=generator.device)
+    return u.to(x.device)
+
+
 def stochastic_sign(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """+1 with probability hard_sigmoid(x), else -1 (Eq. 2-3).
 
     E[stochastic_sign(x)] = 2 * hard_sigmoid(x) - 1 = hard_tanh(x). Pass an explicit
-    `generator` for reproducible draws independent of the global RNG.
+    `generator` for reproducible draws independent of the global RNG; it may live on
+    another device than x (see `uniform_like`).
     """
-    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    u = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
+    u = uniform_like(x, generator)
     # u lies in [0, 1), so P(u < p) = p exactly, also at p = 0 and p = 1.
     return torch.where(u < hard_sigmoid(x), torch.ones_like(x), -torch.ones_like(x))
 

@@ -91,6 +91,47 @@ def test_stochastic_sign_reproducible_with_generator():
     assert not torch.equal(a, c)
 
 
+def test_stochastic_sign_draws_on_the_generators_device(monkeypatch):
+    """Regression (issue 9.1): a CPU generator with a CUDA tensor crashed, because torch
+    refuses a generator of another device. Emulate that rule on CPU: x on the meta
+    device, a CPU generator, and a torch.rand that refuses mismatched devices."""
+    real_rand = torch.rand
+
+    def strict_rand(*args, generator=None, device=None, **kwargs):
+        if generator is not None and torch.device(device or "cpu") != generator.device:
+            raise RuntimeError(f"generator on {generator.device}, draw on {device}")
+        return real_rand(*args, generator=generator, device=device, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", strict_rand)
+    x = torch.zeros(4, 5, device="meta")
+    y = q.stochastic_sign(x, generator=torch.Generator().manual_seed(0))
+    assert y.device == x.device and y.shape == x.shape
+    assert q.uniform_like(x).device == x.device  # global RNG: drawn where x lives
+
+
+def test_uniform_like_gives_the_generators_stream_unchanged():
+    """The draws are exactly torch.rand's stream of the seeded generator (CPU draws of
+    earlier runs unchanged), in x's floating dtype (the default dtype for integer x)."""
+    x = torch.zeros(3, 7, dtype=torch.float64)
+    expected = torch.rand(3, 7, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.equal(q.uniform_like(x, torch.Generator().manual_seed(5)), expected)
+    assert q.uniform_like(torch.zeros(2, dtype=torch.long)).dtype == torch.get_default_dtype()
+
+
+@pytest.mark.gpu
+def test_stochastic_sign_on_cuda_with_a_cpu_generator_matches_the_cpu_run():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x = torch.randn(64, 33)
+    on_cpu = q.stochastic_sign(x, torch.Generator().manual_seed(11))
+    on_gpu = q.stochastic_sign(x.cuda(), torch.Generator().manual_seed(11))
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(on_gpu.cpu(), on_cpu)  # the same run on either device
+    cuda_gen = torch.Generator("cuda").manual_seed(11)
+    again = q.StochasticSign(torch.Generator("cuda").manual_seed(11))(x.cuda())
+    assert torch.equal(q.stochastic_sign(x.cuda(), cuda_gen), again)  # reproducible on GPU
+
+
 def test_stochastic_sign_module_is_deterministic_in_eval():
     module = q.StochasticSign(torch.Generator().manual_seed(0))
     x = torch.randn(500) * 0.3
@@ -117,9 +158,9 @@ def test_quantize_linear_one_bit_is_sign():
 
 
 def test_bits_must_be_positive_integer():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bits must be a positive integer, got 0"):
         q.quantize_linear(torch.zeros(1), 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bits must be a positive integer, got 1.5"):
         q.LogQuantizer(1.5)
 
 
@@ -168,13 +209,25 @@ def test_get_quantizer_by_name_dict_module_and_unknown():
         assert isinstance(q.get_quantizer({"name": name, "bits": 2} if name in ("linear", "log") else name), cls)
     with pytest.raises(ValueError, match="stochastic_sign"):  # message lists valid names
         q.get_quantizer("ternary")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="got int"):
         q.get_quantizer(3)
 
 
-def test_registry_keys():
-    assert set(q.QUANTIZERS) == {"sign", "stochastic_sign", "linear", "log", "identity", "hard_tanh"}
-    assert all(issubclass(cls, torch.nn.Module) for cls in q.QUANTIZERS.values())
+def test_every_registered_quantizer_computes_its_documented_forward():
+    """Each name builds a module whose forward is the math of its docstring (one bit
+    where bits apply, eval mode so the stochastic one is deterministic), and every
+    quantizer module the package exports is reachable by some name."""
+    x = torch.tensor([-3.0, -1.0, -0.4, 0.0, 0.3, 1.0, 2.5])
+    binary = torch.where(x >= 0, 1.0, -1.0)
+    expected = {"sign": binary, "stochastic_sign": binary, "linear": binary, "log": binary,
+                "identity": x, "hard_tanh": torch.clamp(x, -1, 1)}
+    assert set(q.QUANTIZERS) == set(expected)
+    for name in q.QUANTIZERS:
+        spec = {"name": name, "bits": 1} if name in ("linear", "log") else name
+        assert torch.equal(q.get_quantizer(spec).eval()(x), expected[name]), name
+    exported = [getattr(q, n) for n in q.__all__]
+    modules = {c for c in exported if isinstance(c, type) and issubclass(c, torch.nn.Module)}
+    assert modules == set(q.QUANTIZERS.values())
 
 
 def test_hard_tanh_module_unsaturated_is_clipped_forward_identity_backward():
