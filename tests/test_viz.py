@@ -1,34 +1,30 @@
-import matplotlib.pyplot as plt
+"""qnnpipeline.viz: figures saved as PNG + PDF; captions gathered into one index."""
+import matplotlib
 
-from qnnpipeline import viz
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from qnnpipeline import viz  # noqa: E402
 
 
-def _draw(name, caption):
+def test_savefig_writes_png_pdf_and_caption(tmp_path, monkeypatch):
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
     fig, ax = plt.subplots()
-    ax.plot([0, 1, 2], [1, 0, 1])
-    written = viz.savefig(fig, name, caption)
-    plt.close(fig)
-    return written
+    ax.plot([0, 1], [1, 0])
+    written = viz.savefig(fig, "07_line", "A   falling\n line.")
+    assert [p.name for p in written] == ["07_line.png", "07_line.pdf"]
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert written[1].read_bytes()[:5] == b"%PDF-"
+    assert viz.read_captions() == {"07_line": "A falling line."}
 
 
-def test_savefig_writes_png_and_pdf_reproducibly(tmp_path, monkeypatch):
+def test_index_gathers_every_notebook_sorted(tmp_path, monkeypatch):
     monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
-    viz.set_theme()
-    first = _draw("demo", "A demo.")
-    first_bytes = [p.read_bytes() for p in first]
-    second_bytes = [p.read_bytes() for p in _draw("demo", "A demo.")]
-    assert [p.suffix for p in first] == [".png", ".pdf"]
-    assert all(p.parent == tmp_path / "figures" for p in first)
-    assert first_bytes == second_bytes, "re-saving the same figure must give identical bytes"
-
-
-def test_captions_are_kept_sorted_and_replaced(tmp_path, monkeypatch):
-    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
-    viz.record_caption("b_second", "Second, first version.")
-    viz.record_caption("a_first", "First\n   figure.")
-    viz.record_caption("b_second", "Second, final version.")
+    viz.record_caption("02_b", "Second, first version.")
+    viz.record_caption("01_a", "First\n   figure.")
+    viz.record_caption("02_b", "Second, final version.")
+    viz.main([])
     text = (tmp_path / "FIGURES.md").read_text()
-    assert text.index("## a_first") < text.index("## b_second")
-    assert "First figure." in text and "Second, final version." in text
-    assert "first version" not in text
-    assert viz._read_captions(text) == {"a_first": "First figure.", "b_second": "Second, final version."}
+    assert text.index("## 01_a") < text.index("## 02_b")
+    assert "Second, final version." in text and "first version" not in text
+    assert "![01_a](figures/01_a.png)" in text
