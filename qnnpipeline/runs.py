@@ -34,8 +34,11 @@ def write_json(path: Path, value: dict) -> Path:
 
 
 def load_metrics(name: str) -> dict | None:
-    """results/metrics/<name>.json (as `qnn-train` writes it), or None if absent."""
-    return load_json(paths.results("metrics", f"{name}.json"))
+    """results/metrics/<name>.json (as `qnn-train` writes it), or None if absent or a
+    placeholder: a run that needs a GPU is committed as {"status": "pending", ...} so that
+    the stages reading it can declare it as a dependency before it has been run."""
+    metrics = load_json(paths.results("metrics", f"{name}.json"))
+    return None if metrics is None or metrics.get("status") == "pending" else metrics
 
 
 def load_run(name: str) -> dict:

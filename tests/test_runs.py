@@ -26,3 +26,15 @@ def test_save_results_writes_metrics_and_history(tmp_path, monkeypatch):
     record = metrics["provenance"]
     assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
     assert record["packages"]["torch"] and record["cpu"] and record["threads"] >= 1
+
+
+def test_a_pending_placeholder_reads_as_absent(tmp_path, monkeypatch):
+    from qnnpipeline.runs import load_metrics
+
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "gpu_run.json").write_text('{"status": "pending", "reason": "needs GPU"}')
+    (tmp_path / "metrics" / "cpu_run.json").write_text('{"test_error": 0.0182}')
+    assert load_metrics("gpu_run") is None
+    assert load_metrics("missing") is None
+    assert load_metrics("cpu_run") == {"test_error": 0.0182}
