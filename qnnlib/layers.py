@@ -121,15 +121,23 @@ class BinaryActivation(QuantActivation):
         super().__init__(quantizer)
 
 
-def squared_hinge_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def squared_hinge_loss(scores: torch.Tensor, labels: torch.Tensor,
+                       reduction: str = "mean") -> torch.Tensor:
     """L2-SVM loss of the authors' MNIST code: mean over all N x C entries of
     max(0, 1 - t * scores)**2 with targets t = 2 * onehot(labels) - 1.
 
     Averaging over classes too (not only the batch) just rescales the loss by 1/C;
     we keep it so learning rates transfer from the paper unchanged.
+    `reduction="none"` keeps one loss per example (the mean over the last, class axis;
+    any leading shape broadcasts against `labels`), as notebook 03 §5 needs.
     """
     targets = 2 * F.one_hot(labels, scores.shape[-1]).to(scores.dtype) - 1
-    return torch.clamp(1 - targets * scores, min=0).pow(2).mean()
+    per_entry = torch.clamp(1 - targets * scores, min=0).pow(2)
+    if reduction == "none":
+        return per_entry.mean(-1)
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return per_entry.mean()
 
 
 class SquaredHingeLoss(nn.Module):

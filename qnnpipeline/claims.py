@@ -85,6 +85,8 @@ def gpu_gemm_speedup(report: dict | None, size: int = 8192) -> dict | None:
                 return None
             variant = min(times, key=times.get)
             gpu = (report.get("machine") or {}).get("gpu") or "GPU"
+            if isinstance(gpu, dict):  # a `qnnlib.provenance` machine description
+                gpu = gpu.get("gpu") or "GPU"
             return {"speedup": row["cublas_sgemm_ms"] / times[variant], "variant": variant, "gpu": gpu}
     return None
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qnnpipeline import paths
 from qnnpipeline.notebooks import run_notebook
 
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
@@ -19,6 +20,11 @@ SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 def run_and_validate(name: str, parameters: dict, tmp_path: Path, monkeypatch) -> Path:
     """Execute notebook `name` into `tmp_path`, validate it with nbval, return the results dir."""
     results = tmp_path / "results"
+    # nbval runs in tmp_path: name the checkout (data/, params) and the offline MNIST mirror
+    monkeypatch.setenv("QNN_PROJECT_DIR", str(paths.root()))
+    shared = paths.root().parent / "shared" / "datasets"
+    if not os.environ.get("QNN_DATA_MIRROR") and (shared / "mnist").is_dir():
+        monkeypatch.setenv("QNN_DATA_MIRROR", str(shared))
     monkeypatch.setenv("QNN_RESULTS_DIR", str(results))
     monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     executed = run_notebook(name, parameters, output_dir=tmp_path)

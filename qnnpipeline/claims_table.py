@@ -1,0 +1,79 @@
+"""The claims table (results/tables/claims.csv) assembled from metrics and benchmark files.
+
+Notebook 06_runtime_and_energy measures run time, memory and energy and writes them to
+results/metrics/06_runtime_and_energy.json; `qnn-train` writes the MNIST runs' metrics;
+benchmarks/xnor_gemm.py writes results/benchmarks/xnor_gemm.json. `assemble` reads
+nothing itself: it turns those dicts into `claims.claims_table`'s rows, so one stage can
+build the table from declared inputs.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .claims import claims_table, gpu_gemm_speedup, unoptimised_speedup
+from .runs import error_pct
+
+__all__ = ["assemble", "RUNTIME", "CPU_RUN", "PAPER_RUN"]
+
+RUNTIME, CPU_RUN, PAPER_RUN = "06_runtime_and_energy", "mnist_cpu", "mnist_paper"
+
+
+def _mnist_rows(metrics: dict, shape: str) -> dict:
+    ours = {}
+    paper, cpu = metrics.get(PAPER_RUN), metrics.get(CPU_RUN)
+    if error_pct(paper) is not None:
+        ours["mnist_error_paper"] = (f"{error_pct(paper):.2f} %",
+                                     f"best-validation epoch {paper['best_epoch']} of {paper['epochs']}")
+    if error_pct(cpu) is not None:
+        ours["mnist_error_cpu"] = (f"{error_pct(cpu):.2f} %",
+                                   f"{shape}, {cpu['epochs']} epochs, best-validation epoch {cpu['best_epoch']}")
+    return ours
+
+
+def _gemm_rows(report: dict | None) -> dict:
+    ours = {}
+    gpu = gpu_gemm_speedup(report)
+    if gpu is not None:
+        ours["gemm_vs_cublas"] = (f"{gpu['speedup']:.1f}x faster", f"{gpu['gpu']}, {gpu['variant']} kernel, 8192^3")
+    unoptimised = unoptimised_speedup(report)
+    if unoptimised is not None:
+        ours["gemm_vs_unoptimised_cpu"] = (f"{unoptimised['speedup']:.0f}x faster",
+                                           f"({unoptimised['M']}, {unoptimised['K']}, {unoptimised['N']}), "
+                                           "vs a compiled float32 triple loop (benchmarks/xnor_gemm.py)")
+    return ours
+
+
+def _runtime_rows(runtime: dict) -> dict:
+    shape, threads = runtime["network"]["shape"], runtime["threads"]
+    kernel = {int(key[len("n_"):]): value for key, value in runtime["cpu_kernel_speedup"].items()}
+    speed = {int(key[len("batch_"):]): value for key, value in runtime["cpu_speedup"].items()}
+    memory, energy = runtime["weight_memory"], runtime["energy_model"]
+    largest = max(kernel)
+    return {
+        "gemm_cpu": (f"{kernel[largest]:.1f}x faster",
+                     f"{largest}^3, {threads} thread(s), vs torch.matmul float32 (notebook 06)"),
+        "mnist_runtime_cpu": (" / ".join(f"{s:.1f}x" for s in speed.values()) + " faster",
+                              f"batch {' / '.join(map(str, speed))}, {shape} BNN, {threads} thread(s), vs torch float32"),
+        "weight_memory": (f"{memory['float_file_bytes'] / memory['packed_file_bytes']:.1f}x less",
+                          f"saved files: {memory['float_file_bytes'] / 1e6:.1f} MB float32 state dict -> "
+                          f"{memory['packed_file_bytes'] / 1e6:.2f} MB packed ({shape})"),
+        "energy": (f"{energy['ratio_total']:.0f}x less",
+                   f"{energy['network']}, batch {energy['batch_size']}, DRAM {energy['dram_pj'] / 1000:g} nJ/access; "
+                   f"arithmetic alone {energy['ratio_arithmetic']:.0f}x (qnnlib.energy)"),
+    }
+
+
+def assemble(metrics: dict[str, dict | None], benchmarks: dict[str, dict | None]) -> pd.DataFrame:
+    """The claims table (`claims.claims_table`) from loaded JSON files.
+
+    metrics: name -> results/metrics/<name>.json as a dict (None when absent); it needs
+        `RUNTIME` (notebook 06) and reads `CPU_RUN` and `PAPER_RUN` when present.
+    benchmarks: name -> results/benchmarks/<name>.json (None when absent); it reads
+        "xnor_gemm" when present. Claims without a number read as pending.
+    """
+    runtime = metrics.get(RUNTIME)
+    if not runtime:
+        raise KeyError(f"the claims table needs results/metrics/{RUNTIME}.json (notebook 06)")
+    ours = {**_mnist_rows(metrics, runtime["network"]["shape"]),
+            **_gemm_rows(benchmarks.get("xnor_gemm")), **_runtime_rows(runtime)}
+    return claims_table(ours)

@@ -1,0 +1,74 @@
+"""qnnpipeline.claims_table.assemble: the claims table from metrics and benchmark dicts,
+checked against rows written out by hand."""
+import pandas as pd
+import pytest
+
+from qnnpipeline import claims
+from qnnpipeline.claims_table import assemble
+
+RUNTIME = {
+    "threads": 2,
+    "network": {"layers": [[784, 2048], [2048, 2048], [2048, 2048], [2048, 10]], "shape": "3 x 2048"},
+    "cpu_kernel_speedup": {"n_256": 11.4, "n_2048": 48.0},
+    "cpu_speedup": {"batch_1": 47.7, "batch_100": 27.4, "batch_10000": 23.7},
+    "weight_memory": {"float_file_bytes": 40190419, "packed_file_bytes": 1293274, "ratio": 31.08},
+    "energy_model": {"network": "784-3x4096-10 (paper)", "batch_size": 1, "dram_pj": 1300.0,
+                     "ratio_total": 31.88, "ratio_arithmetic": 262.4},
+}
+CPU_RUN = {"test_error": 0.0182, "best_epoch": 23, "epochs": 25}
+GEMM = {"machine": {"gpu": {"gpu": "NVIDIA H200", "capability": "9.0"}},
+        "gpu": [{"M": 8192, "cublas_sgemm_ms": 10.0, "xnor_cuda_core_ms": 4.0, "xnor_tensor_core_ms": 2.5}],
+        "cpu_vs_unoptimised": {"M": 100, "K": 4096, "N": 4096, "speedup": 1172.6}}
+
+
+def ours(table):
+    return dict(zip(table["claim"], zip(table["ours"], table["setting"])))
+
+
+def test_assemble_writes_every_measured_claim():
+    table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_cpu": CPU_RUN, "mnist_paper": None},
+                     {"xnor_gemm": GEMM})
+    assert list(table.columns) == claims.COLUMNS and len(table) == len(claims.CLAIMS)
+    rows = ours(table)
+    text = {key: rows[spec["claim"]] for key, spec in claims.CLAIMS.items()}
+    assert text["mnist_error_paper"] == (claims.PENDING_GPU, "")
+    assert text["mnist_error_cpu"] == ("1.82 %", "3 x 2048, 25 epochs, best-validation epoch 23")
+    assert text["gemm_vs_cublas"] == ("4.0x faster", "NVIDIA H200, tensor_core kernel, 8192^3")
+    assert text["gemm_vs_unoptimised_cpu"] == (
+        "1173x faster", "(100, 4096, 4096), vs a compiled float32 triple loop (benchmarks/xnor_gemm.py)")
+    assert text["gemm_cpu"] == ("48.0x faster", "2048^3, 2 thread(s), vs torch.matmul float32 (notebook 06)")
+    assert text["mnist_runtime_cpu"] == (
+        "47.7x / 27.4x / 23.7x faster", "batch 1 / 100 / 10000, 3 x 2048 BNN, 2 thread(s), vs torch float32")
+    assert text["weight_memory"] == (
+        "31.1x less", "saved files: 40.2 MB float32 state dict -> 1.29 MB packed (3 x 2048)")
+    assert text["energy"] == ("32x less", "784-3x4096-10 (paper), batch 1, DRAM 1.3 nJ/access; "
+                                          "arithmetic alone 262x (qnnlib.energy)")
+    assert text["mnist_runtime_gpu"] == (claims.PENDING_GPU, "")
+
+
+def test_paper_run_and_missing_benchmarks():
+    paper = {"test_error": 0.0093, "best_epoch": 980, "epochs": 1000}
+    table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_cpu": None, "mnist_paper": paper},
+                     {"xnor_gemm": None})
+    text = {key: ours(table)[spec["claim"]] for key, spec in claims.CLAIMS.items()}
+    assert text["mnist_error_paper"] == ("0.93 %", "best-validation epoch 980 of 1000")
+    assert text["mnist_error_cpu"][0] == "not run"
+    assert text["gemm_vs_cublas"][0] == claims.PENDING_GPU
+
+
+def test_assemble_needs_notebook_06():
+    with pytest.raises(KeyError, match="06_runtime_and_energy"):
+        assemble({"mnist_cpu": CPU_RUN}, {})
+
+
+def test_agrees_with_the_committed_table_where_inputs_are_committed():
+    # the MNIST row of results/tables/claims.csv is rebuilt from results/metrics/mnist_cpu.json
+    from qnnpipeline import paths, runs
+    committed = paths.results("tables", "claims.csv")
+    cpu = runs.load_metrics("mnist_cpu")
+    if not committed.is_file() or cpu is None:
+        pytest.skip("no committed results")
+    table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_cpu": cpu}, {})
+    claim = claims.CLAIMS["mnist_error_cpu"]["claim"]
+    expected = pd.read_csv(committed, keep_default_na=False).set_index("claim").loc[claim]
+    assert ours(table)[claim][0] == expected["ours"]

@@ -1,0 +1,88 @@
+"""qnnlib.ste (notebook 03's estimator maths) against independent references: closed
+forms, brute-force enumeration of every binarization and float autograd."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from qnnlib import ste
+from qnnlib.layers import squared_hinge_loss
+from qnnlib.quantizers import hard_sigmoid, hard_tanh
+
+
+def test_aligned_weights_have_the_requested_correlation_and_unit_norm():
+    gen = torch.Generator().manual_seed(0)
+    r = torch.randn(400, generator=gen)
+    t = hard_tanh(r) / hard_tanh(r).pow(2).mean().sqrt()
+    for rho in (0.0, 0.3, 1.0):
+        w = ste.aligned_weights(r, 2000, rho, torch.Generator().manual_seed(1))
+        # E[cos(w_k, t)^2] = rho^2 + (1 - rho^2) / n (the sign s is random), E||w||^2 = 1
+        cos2 = ((w @ t) / (w.norm(dim=1) * t.norm())).pow(2)
+        assert cos2.mean().item() == pytest.approx(rho ** 2 + (1 - rho ** 2) / len(r), abs=0.01)
+        assert w.pow(2).sum(1).mean().item() == pytest.approx(1.0, abs=0.02)
+    exact = ste.aligned_weights(r, 5, 1.0, gen)
+    assert torch.allclose(exact.abs(), (t / math.sqrt(len(r))).abs().expand(5, -1))
+
+
+def test_noise_to_signal_monte_carlo_matches_exact_variance_and_closed_form():
+    # rho = 1: w = +-t / sqrt(n), so R^2 -> E[sum t^2 (1 - HT^2)] / E[(t . HT)^2] ~ C / n
+    mc, exact = ste.noise_to_signal(256, 1.0, torch.Generator().manual_seed(0), inputs=20, units=4,
+                                    draws=400)
+    assert mc == pytest.approx(exact, rel=0.05)
+    r = torch.randn(200_000, generator=torch.Generator().manual_seed(1))
+    ht = hard_tanh(r)
+    closed = math.sqrt(((1 - ht ** 2) * ht.pow(2)).mean() / ht.pow(2).mean() ** 2 / 256)
+    assert exact == pytest.approx(closed, rel=0.1)
+    # rho = 0: order one, no 1/sqrt(n) decay
+    wide, _ = ste.noise_to_signal(1024, 0.0, torch.Generator().manual_seed(2), 20, 4, 64)
+    assert 0.3 < wide < 3
+
+
+def test_squared_hinge_grad_is_autograd_of_the_per_example_loss():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 10, generator=gen, requires_grad=True)
+    labels = torch.randint(10, (7,), generator=gen)
+    squared_hinge_loss(z, labels, reduction="none").sum().backward()
+    assert torch.allclose(ste.squared_hinge_grad(z.detach(), labels), z.grad, atol=1e-7)
+
+
+def test_per_example_loss_reduces_to_the_training_loss():
+    gen = torch.Generator().manual_seed(0)
+    z, labels = torch.randn(6, 10, generator=gen), torch.randint(10, (6,), generator=gen)
+    by_hand = torch.tensor([sum(max(0.0, 1 - (1 if j == y else -1) * z[i, j].item()) ** 2
+                               for j in range(10)) / 10 for i, y in enumerate(labels.tolist())])
+    per_example = squared_hinge_loss(z, labels, reduction="none")
+    assert torch.allclose(per_example, by_hand.float(), atol=1e-6)
+    assert torch.allclose(per_example.mean(), squared_hinge_loss(z, labels))
+    with pytest.raises(ValueError):
+        squared_hinge_loss(z, labels, reduction="sum")
+
+
+def test_exact_gradient_estimate_matches_enumeration_of_every_binarization():
+    # d E[L(gamma W b)] / d r by autograd over the probabilities of all 2^n patterns b
+    width, outputs, draws = 4, 3, 40_000
+    gen = torch.Generator().manual_seed(3)
+    r = torch.tensor([-0.6, 0.2, 0.7, 1.4])
+    W = torch.randn(outputs, width, generator=gen) / 2
+    label = torch.tensor(1)
+    halves, *_ = ste._expected_loss_sums(r, W, label, gen, draws, chunk=1000)
+    estimate = 0.5 * (r.abs() < 1).float() * (halves[0] + halves[1]) / draws
+
+    rr = r.clone().double().requires_grad_(True)
+    p = hard_sigmoid(rr)
+    expected = 0.0
+    for pattern in itertools.product((-1.0, 1.0), repeat=width):
+        b = torch.tensor(pattern, dtype=torch.float64)
+        prob = torch.prod(torch.where(b > 0, p, 1 - p))
+        expected = expected + prob * squared_hinge_loss((W.double() @ b)[None], label[None])
+    expected.backward()
+    assert torch.allclose(estimate.double(), rr.grad, atol=4e-3)
+    assert estimate[3] == 0 and rr.grad[3] == 0    # saturated unit: no gradient
+
+
+def test_gradient_comparison_orders_the_estimators():
+    values = ste.gradient_comparison(256, 1.0, torch.Generator().manual_seed(0), outputs=10, draws=256)
+    assert list(values) == list(ste.ESTIMATORS)
+    assert all(-1 <= v <= 1 + 1e-6 for v in values.values())
+    assert values["STE, mean over draws"] > 0.99 > values["STE without saturation"]
