@@ -8,13 +8,15 @@ Baseline: the same model in torch float32, eval mode, `torch.inference_mode`, wi
 binarized weights materialised once (a QuantLinear re-binarizes all 37 M weights on
 every call, which would flatter the bit-packed model). Both get the same thread count.
 
-Timing: both models alternate in one process (torch, bnn, torch, bnn, ...), so load
-from other processes hits both alike; we report best-of-n and the median. At batch 1
-one sample is the mean of `--inner` consecutive calls.
+Timing: `qnnlib.timing.race` alternates both models in one process (torch, bnn, torch,
+bnn, ...), so load from other processes hits both alike; we report best-of-n and the
+median. A sample repeats a call until it lasts `--min-sample-s` (many calls at batch 1).
+The machine is described by `qnnlib.provenance.provenance`.
 
-    python benchmarks/inference.py [--threads 2] [--repeats 7]
+    python benchmarks/inference.py [--threads 2] [--repeats 7] [--quick] [--out PATH]
 
-Writes results/benchmarks/inference.json and prints a table.
+Writes results/benchmarks/inference.json and prints a table. `--quick`: a narrow network
+and small batches, to check that the script works.
 """
 from __future__ import annotations
 
@@ -22,22 +24,20 @@ import argparse
 import copy
 import json
 import os
-import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import numba
 import numpy as np
 import torch
 
-from qnnlib import paths
 from qnnlib.deploy import BinaryMLP
 from qnnlib.layers import QuantLinear
 from qnnlib.models import mnist_mlp
+from qnnlib.provenance import provenance
 from qnnlib.quantizers import Identity
+from qnnlib.timing import race
 
+OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "inference.json"
 GOALS = {1: 50.0, 100: 25.0, 10000: 20.0}  # speed-up goals per batch size
 
 
@@ -57,8 +57,7 @@ def benchmark_images(n: int, seed: int) -> tuple[np.ndarray, str]:
     try:
         from qnnlib.data import load_mnist
 
-        mirror = os.environ.get("QNN_DATA_MIRROR") or paths.ROOT.parent / "shared" / "datasets"
-        test = load_mnist(mirror=mirror, download=False)["test"].images.numpy()
+        test = load_mnist(root=OUT.parents[2] / "data", download=False)["test"].images.numpy()
         source = "MNIST test images"
     except Exception:  # any missing or damaged data: timing does not depend on pixel values
         test = np.random.default_rng(seed).integers(0, 256, (10000, 28, 28), dtype=np.uint8)
@@ -66,10 +65,10 @@ def benchmark_images(n: int, seed: int) -> tuple[np.ndarray, str]:
     return test[np.arange(n) % len(test)], source
 
 
-def calibrated_model(images: np.ndarray, seed: int) -> torch.nn.Sequential:
-    """mnist_mlp() with running statistics equal to the batch statistics of `images`."""
+def calibrated_model(images: np.ndarray, seed: int, hidden: int = 4096) -> torch.nn.Sequential:
+    """mnist_mlp(hidden) with running statistics equal to the batch statistics of `images`."""
     torch.manual_seed(seed)
-    model = mnist_mlp()
+    model = mnist_mlp(hidden=hidden)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
             module.momentum = None  # cumulative average: one pass sets the batch statistics
@@ -79,20 +78,6 @@ def calibrated_model(images: np.ndarray, seed: int) -> torch.nn.Sequential:
     return model.eval()
 
 
-def time_pair(run_torch, run_bnn, repeats: int, inner: int) -> dict:
-    """Alternate the two callables; seconds per call, best and median over `repeats`."""
-    times = {"torch": [], "bnn": []}
-    run_torch(), run_bnn()  # warm-up: caches, Numba compilation, MKL buffers
-    for _ in range(repeats):
-        for name, run in (("torch", run_torch), ("bnn", run_bnn)):
-            start = time.perf_counter()
-            for _ in range(inner):
-                run()
-            times[name].append((time.perf_counter() - start) / inner)
-    return {name: {"best_s": min(t), "median_s": statistics.median(t), "samples_s": t}
-            for name, t in times.items()}
-
-
 def file_bytes(save, suffix: str) -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"model{suffix}"
@@ -100,35 +85,25 @@ def file_bytes(save, suffix: str) -> int:
         return path.stat().st_size
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "numba": numba.__version__,
-            "torch_blas": "MKL" if torch.backends.mkl.is_available() else "other"}
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--inner", type=int, default=20, help="calls per sample at batch 1")
+    parser.add_argument("--min-sample-s", type=float, default=0.02,
+                        help="a sample repeats a call until it lasts this long")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 100, 10000])
+    parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true", help="hidden 256, batches 1 and 100, 3 repeats")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.hidden, args.batches, args.repeats = 256, [1, 100], 3
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]  # other processes on the machine: timings share the cores
     images, source = benchmark_images(max(args.batches + [1000]), args.seed)
-    model = calibrated_model(images, args.seed)
+    model = calibrated_model(images, args.seed, args.hidden)
     twin = float_twin(model)
     bnn = BinaryMLP.from_torch(model)
     bnn.threads = args.threads
@@ -146,9 +121,10 @@ def main(argv=None) -> dict:
             return bnn.scores(pixels)
 
         agree = float(np.mean(run_torch().argmax(1).numpy() == bnn.predict(pixels)))
-        timing = time_pair(run_torch, run_bnn, args.repeats, args.inner if batch == 1 else 1)
-        speedup = timing["torch"]["best_s"] / timing["bnn"]["best_s"]
-        speedup_median = timing["torch"]["median_s"] / timing["bnn"]["median_s"]
+        timed = race({"torch": run_torch, "bnn": run_bnn}, args.repeats, args.min_sample_s)
+        timing = {name: t.to_dict() for name, t in timed.items()}
+        speedup = timed["torch"].best_s / timed["bnn"].best_s
+        speedup_median = timed["torch"].median_s / timed["bnn"].median_s
         rows.append({"batch": batch, **timing, "speedup_best": speedup,
                      "speedup_median": speedup_median, "goal": GOALS.get(batch),
                      "label_agreement": agree})
@@ -156,20 +132,20 @@ def main(argv=None) -> dict:
     float_bytes = file_bytes(lambda p: torch.save(model.state_dict(), p), ".pt")
     packed_bytes = file_bytes(bnn.save, ".npz")
     report = {
-        "network": "784-4096x3-10 BNN (qnnlib.models.mnist_mlp), random weights",
+        "network": f"784-{args.hidden}x3-10 BNN (qnnlib.models.mnist_mlp), random weights",
         "inputs": source, "threads": args.threads, "repeats": args.repeats,
         "baseline": "torch float32, eval, inference_mode, binarized weights materialised",
-        "machine": {**machine(), "load_average_1min_start": load_start,
-                    "load_average_1min_end": os.getloadavg()[0]},
+        "machine": {**provenance(threads=args.threads),
+                    "torch_blas": "MKL" if torch.backends.mkl.is_available() else "other",
+                    "load_average_1min_start": load_start, "load_average_1min_end": os.getloadavg()[0]},
         "results": rows,
         "memory": {"float_state_dict_file_bytes": float_bytes, "packed_file_bytes": packed_bytes,
                    "packed_nbytes": bnn.nbytes, "ratio": float_bytes / packed_bytes},
     }
-    out = args.out or paths.results("benchmarks", "inference.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
     return report
 
 

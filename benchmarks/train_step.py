@@ -3,11 +3,12 @@
 One step = forward + squared hinge loss + backward + Adam step (+ clipping the real
 weights to [-1, 1] for the BNN, as `qnnlib.training.train_step` does; the twin is not
 clipped, as in the authors' full-precision baseline). Batch 100, 784-4096x3-10 by
-default. The two models are timed in alternation (BNN, twin, BNN, twin, ...) so that
-drift in machine load hits both alike; the ratio of medians is the number recorded.
-Goal: BNN step <= 1.3x the twin's (binarization should cost little next to the GEMMs).
+default. `qnnlib.timing.race` times the two models in alternation (BNN, twin, BNN, twin,
+...) so that drift in machine load hits both alike; the ratio of medians is the number
+recorded. Goal: BNN step <= 1.3x the twin's (binarization should cost little next to the
+GEMMs). The machine is described by `qnnlib.provenance.provenance`.
 
-    python benchmarks/train_step.py [--hidden 4096] [--repeats 20] [--devices cpu cuda]
+    python benchmarks/train_step.py [--hidden 4096] [--repeats 20] [--devices cpu cuda] [--quick]
 
 Writes results/benchmarks/train_step.json (one entry per device, with the machine).
 """
@@ -16,42 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
+from pathlib import Path
 
 import torch
 
-from qnnlib import paths
 from qnnlib.layers import squared_hinge_loss
 from qnnlib.models import full_precision_mlp, mnist_mlp, quant_linears
+from qnnlib.provenance import provenance
+from qnnlib.timing import race
 from qnnlib.training import make_optimizer, seed_everything, train_step
 
 GOAL_RATIO = 1.3
-
-
-def cpu_name() -> str:
-    """CPU model from /proc/cpuinfo where available (platform.processor() is often empty)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(device: torch.device) -> dict:
-    """What the numbers were measured on."""
-    description = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
-                   "torch": torch.__version__, "python": platform.python_version(),
-                   "platform": platform.platform(),
-                   # the CPU may be shared: a load above the core count inflates CPU times
-                   "load_average_1min": round(os.getloadavg()[0], 2), "cores": os.cpu_count()}
-    if device.type == "cuda":
-        description["gpu"] = torch.cuda.get_device_name(device)
-    return description
+OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "train_step.json"
 
 
 def make_stepper(model, device, batch_size, clip):
@@ -67,32 +44,18 @@ def make_stepper(model, device, batch_size, clip):
     return step
 
 
-def time_steps(step, steps: int, device) -> float:
-    """Seconds per step, averaged over `steps` consecutive steps."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps
-
-
 def measure(device, hidden, depth, batch_size, repeats, steps, warmup) -> dict:
     """Interleaved repetitions of BNN and twin; medians and their ratio."""
     seed_everything(0)
     bnn = make_stepper(mnist_mlp(hidden=hidden, depth=depth), device, batch_size, clip=True)
     twin = make_stepper(full_precision_mlp(hidden=hidden, depth=depth), device, batch_size, clip=False)
-    for _ in range(warmup):
-        bnn(), twin()
-    bnn_times, twin_times = [], []
-    for _ in range(repeats):
-        bnn_times.append(time_steps(bnn, steps, device))
-        twin_times.append(time_steps(twin, steps, device))
-    bnn_ms, twin_ms = 1e3 * statistics.median(bnn_times), 1e3 * statistics.median(twin_times)
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    timed = race({"bnn": bnn, "twin": twin}, repeats, calls=steps, warmup=warmup, synchronize=synchronize)
+    bnn_times, twin_times = timed["bnn"].samples_s, timed["twin"].samples_s
+    bnn_ms, twin_ms = 1e3 * timed["bnn"].median_s, 1e3 * timed["twin"].median_s
     return {
-        "device": str(device), "machine": machine(device),
+        "device": str(device),
+        "machine": provenance(threads=torch.get_num_threads()) | {"load_average_1min": round(os.getloadavg()[0], 2)},
         "net": f"784-{hidden}x{depth}-10", "batch_size": batch_size,
         "repeats": repeats, "steps_per_repeat": steps,
         "bnn_ms_median": round(bnn_ms, 3), "twin_ms_median": round(twin_ms, 3),
@@ -113,8 +76,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default=str(paths.results("benchmarks", "train_step.json")))
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true", help="hidden 256, 3 rounds of 2 steps")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.hidden, args.repeats, args.steps, args.warmup = 256, 3, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     report = {}
@@ -127,9 +93,8 @@ def main(argv=None) -> dict:
         report[name] = result
         print(f"{name}: BNN {result['bnn_ms_median']:.2f} ms, twin {result['twin_ms_median']:.2f} ms, "
               f"ratio {result['ratio_median']:.2f} (goal <= {GOAL_RATIO})")
-    with open(args.out, "w") as out:
-        json.dump(report, out, indent=2)
-        out.write("\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return report
 
