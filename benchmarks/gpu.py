@@ -1,0 +1,215 @@
+"""Every GPU measurement of the replication, as prepared commands (`make gpu`, `make gpu-train`).
+
+    python3 benchmarks/gpu.py data  [--mirror DIR]   # copy the MNIST .gz files into data/mirror/mnist
+    python3 benchmarks/gpu.py bench [--dry-run] [--out DIR]
+    python3 benchmarks/gpu.py train [--dry-run] [--budget SECONDS]
+
+Runs from the checkout with only the numerical stack (torch, numpy, CuPy, numba, pandas,
+tqdm, pyyaml): no DVC, papermill or Jupyter, and it installs nothing.
+
+`bench` writes results/benchmarks/gpu_kernels.json (XNOR kernels vs cuBLAS SGEMM, TF32,
+FP16, BF16, INT8 and the unoptimised pair, at 8192^3 and the MNIST layer shapes) and
+results/benchmarks/gpu_inference.json (the MNIST BNN on the 10k test set, bit-packed vs
+float32 with the unoptimised kernel and with cuBLAS), each with `provenance()`.
+
+`train` runs the paper-scale stage (`qnn-train --section mnist_paper`) with the step
+captured as a CUDA graph, stops itself before `--budget` seconds, checkpoints, and says
+how many of the 1000 epochs are done: run it again to resume. It also writes the packed
+model, results/models/mnist_paper_packed.npz. Float checkpoints stay in checkpoints/.
+
+`--dry-run` runs every line on a CPU with tiny sizes (the NumPy reference of each CUDA
+kernel, torch on the CPU) and writes into a temporary folder, never under results/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
+
+from qnnlib.provenance import provenance  # noqa: E402
+
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+LOCAL_MIRROR = Path("data") / "mirror"  # git-ignored, travels with the checkout
+
+# (m, n, k): A (m, k) times B (n, k).T. The MNIST shapes are batch x fan_out x fan_in.
+KERNEL_SHAPES = {"8192^3": (8192, 8192, 8192)} | {
+    f"mnist_b{batch}_{k}to{n}": (batch, n, k)
+    for batch in (100, 10000) for k, n in ((784, 4096), (4096, 4096), (4096, 10))}
+# The same roles, tiny, with K not a multiple of 64 where the real one is not either.
+DRY_KERNEL_SHAPES = {"8192^3": (72, 72, 72), "mnist_b100_784to4096": (4, 40, 100),
+                     "mnist_b100_4096to10": (20, 10, 40)}
+PAPER = {"hidden": 4096, "depth": 3}
+DRY_MODEL = {"hidden": 48, "depth": 2}
+TRAIN_BUDGET_S = 500  # < 8.5 minutes of training per call; a call must end before 9.5
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("data", "bench", "train"))
+    parser.add_argument("--dry-run", action="store_true",
+                        help="tiny sizes on the CPU, outputs in a temporary folder")
+    parser.add_argument("--out", help="folder for the JSON (default: results/benchmarks)")
+    parser.add_argument("--mirror", help="folder of the MNIST .gz files (data)")
+    parser.add_argument("--budget", type=float, default=TRAIN_BUDGET_S,
+                        help="seconds of training before it checkpoints and stops (train)")
+    parser.add_argument("--min-run-time", type=float, default=0.2,
+                        help="seconds per timing (bench)")
+    args = parser.parse_args(argv)
+    if args.command == "data":
+        return copy_mnist(args.mirror)
+    if args.dry_run:
+        scratch = Path(tempfile.mkdtemp(prefix="qnn-gpu-dry-run-"))
+        for variable, folder in (("QNN_RESULTS_DIR", "results"), ("QNN_CHECKPOINT_DIR", "checkpoints")):
+            os.environ[variable] = str(scratch / folder)
+        print(f"dry run: outputs under {scratch}")
+    _use_local_mirror()
+    return bench(args) if args.command == "bench" else train(args)
+
+
+def copy_mnist(mirror: str | None) -> int:
+    """Copy the four MNIST archives into data/mirror/mnist (what travels to a GPU node)."""
+    source = Path(mirror or os.environ.get("QNN_DATA_MIRROR") or "../shared/datasets")
+    source = source / "mnist" if (source / "mnist").is_dir() else source
+    target = LOCAL_MIRROR / "mnist"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        if not (source / name).is_file():
+            print(f"error: {source / name} not found; give --mirror or QNN_DATA_MIRROR", file=sys.stderr)
+            return 1
+        shutil.copyfile(source / name, target / name)
+    print(f"copied {len(MNIST_FILES)} files from {source} to {target}")
+    return 0
+
+
+def _use_local_mirror():
+    """Read MNIST from data/mirror when it is there and no other mirror is named."""
+    if not os.environ.get("QNN_DATA_MIRROR") and (LOCAL_MIRROR / "mnist").is_dir():
+        os.environ["QNN_DATA_MIRROR"] = str(LOCAL_MIRROR.resolve())
+
+
+def bench(args) -> int:
+    from qnnlib.gpu.bench import inference_benchmark, kernel_benchmark
+    from qnnlib.gpu.ops import get_ops
+    from qnnpipeline import paths
+
+    start = time.perf_counter()
+    ops = get_ops(args.dry_run)
+    out = Path(args.out) if args.out else paths.results_dir() / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    shapes = DRY_KERNEL_SHAPES if args.dry_run else KERNEL_SHAPES
+    rows = kernel_benchmark(ops, shapes, args.min_run_time)
+    _write(out / "gpu_kernels.json", {"backend": ops.name, "dry_run": args.dry_run,
+                                      "timing": "median of torch.utils.benchmark blocked_autorange, ms",
+                                      "shapes": rows}, start)
+    images = _test_images(args.dry_run)
+    model, source = _bnn(args.dry_run, images)
+    result = inference_benchmark(ops, model, images, args.min_run_time)
+    result["model_source"] = source
+    _write(out / "gpu_inference.json", {"backend": ops.name, "dry_run": args.dry_run, **result}, start)
+    eight = next(row for row in rows if row["shape"] == "8192^3")
+    print(f"8192^3: tensor-core XNOR {_x(eight['tensor_core_vs_sgemm'])}, CUDA-core "
+          f"{_x(eight['cuda_core_vs_sgemm'])} vs cuBLAS SGEMM; unoptimised pair "
+          f"{_x(eight['naive_xnor_vs_naive_float'])}; MNIST BNN {_x(result['bnn_vs_float_naive'])} "
+          f"vs unoptimised float32, {_x(result['bnn_vs_float_cublas'])} vs cuBLAS; labels agree: "
+          f"{result['all_agree']}")
+    return 0 if result["all_agree"] and all(all(r["exact"].values()) for r in rows) else 1
+
+
+def _x(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}x"
+
+
+def _write(path: Path, value: dict, start: float) -> None:
+    value["provenance"] = provenance(wall_seconds=time.perf_counter() - start)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def _test_images(dry_run: bool):
+    """uint8 (N, 784) MNIST test images (256 of them in a dry run)."""
+    from qnnlib.data import load_mnist
+    from qnnpipeline import paths
+
+    test = load_mnist(root=paths.data())["test"]
+    count = 256 if dry_run else len(test)
+    return test.images[:count].reshape(count, -1).numpy()
+
+
+def _bnn(dry_run: bool, images: np.ndarray):
+    """The trained paper-scale BNN (checkpoints/mnist_paper.pt) when present, else the
+    paper's architecture untrained, batch norm calibrated on the images: timing and
+    label agreement do not depend on the weights' values."""
+    from qnnlib.models import build_model
+    from qnnpipeline import paths
+    from qnnpipeline.runs import load_json
+
+    description = load_json(paths.checkpoints() / "mnist_paper.json")
+    weights = paths.checkpoints() / "mnist_paper.pt"
+    if description and weights.is_file():
+        model = build_model(description["model"])
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model.eval(), "checkpoints/mnist_paper.pt"
+    torch.manual_seed(0)
+    model = build_model({"kind": "bnn", **(DRY_MODEL if dry_run else PAPER)})
+    from qnnlib.data import scale_inputs
+
+    with torch.no_grad():  # running statistics from the images (momentum 0.1: 30 passes)
+        inputs = scale_inputs(torch.from_numpy(images[:1000]))
+        for _ in range(30):
+            model(inputs)
+    return model.eval(), "untrained, batch norm calibrated on test images"
+
+
+def train(args) -> int:
+    from qnnpipeline import paths
+    from qnnpipeline.cli import main as qnn_train
+
+    sets = ["train.cuda_graph=true", f"train.max_seconds={args.budget}",
+            "train.checkpoint_seconds=60", "train.progress=false"]
+    if args.dry_run:
+        sets += [f"model.hidden={DRY_MODEL['hidden']}", f"model.depth={DRY_MODEL['depth']}",
+                 "train.epochs=2", "train.n_train=300", "train.n_val=200", "train.n_test=200",
+                 "train.device=cpu", "train.threads=1"]
+    checkpoint = paths.checkpoints() / "mnist_paper_resume.pt"
+    argv = ["--config", str(paths.root() / "params.yaml"), "--section", "mnist_paper",
+            "--checkpoint", str(checkpoint), *(f for s in sets for f in ("--set", s))]
+    status = qnn_train(argv)
+    if status:
+        return status
+    metrics = json.loads(paths.results("metrics", "mnist_paper.json").read_text())
+    done, total = metrics["epochs"], metrics["config"]["epochs"]
+    packed = _pack_model(paths)
+    print(f"epochs done: {done} of {total}"
+          + ("" if done >= total else " - run the same command again to resume")
+          + f"; packed model: {packed}")
+    return 0
+
+
+def _pack_model(paths) -> Path:
+    """results/models/mnist_paper_packed.npz: the trained BNN, bit-packed (BinaryMLP)."""
+    from qnnlib.deploy import BinaryMLP
+    from qnnlib.models import build_model
+    from qnnpipeline.runs import load_json
+
+    description = load_json(paths.checkpoints() / "mnist_paper.json")
+    model = build_model(description["model"])
+    state = torch.load(paths.checkpoints() / "mnist_paper.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    target = paths.output("models", "mnist_paper_packed.npz")
+    BinaryMLP.from_torch(model.eval()).save(target)
+    return target
+
+
+if __name__ == "__main__":
+    sys.exit(main())
