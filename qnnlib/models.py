@@ -121,6 +121,14 @@ def build_model(config: dict) -> nn.Sequential:
         raise ValueError(f"unknown model config keys {unknown}; valid: {sorted(_MLP_KEYS | {'kind'})}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    for key in ("hidden", "depth", "in_features", "num_classes"):
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"model {key} must be a positive integer, got {value!r}")
+    for key in ("dropout_in", "dropout_hidden"):
+        value = config.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"model {key} must be a number in [0, 1), got {value!r}")
     return full_precision_mlp(**config) if kind == "full_precision" else mnist_mlp(**config)
 
 

@@ -12,6 +12,7 @@ checkpoints/NAME.json (the section, so deploy code and notebooks can rebuild the
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -59,30 +60,21 @@ def train_in_parallel(args) -> int:
     return max(run.wait() for run in runs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `qnn-train` and `python -m qnnpipeline.cli`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.sections = args.sections or ["train"]
-    if len(args.sections) > 1 and (args.out_name or args.checkpoint):
-        parser.error("--out-name and --checkpoint name one run: give a single --section")
-    outputs = {paths.checkpoints() / f"{args.out_name or s}.{ext}" for s in args.sections
-               for ext in ("pt", "json")}
-    if args.checkpoint and paths.checkpoints().joinpath(args.checkpoint).resolve() in {
-            o.resolve() for o in outputs}:
+def check_names(parser, args) -> None:
+    """Refuse output names that are not plain file stems, and a resumable checkpoint at the
+    path where the trained weights will be written (each would destroy the other)."""
+    for name in [args.out_name, *args.sections]:
+        if name is not None and (not re.fullmatch(r"[\w.-]+", name) or name.startswith(".")):
+            parser.error(f"run name {name!r} must be a plain name (letters, digits, _ . -)")
+    weights = {(paths.checkpoints() / f"{args.out_name or s}.{ext}").resolve()
+               for s in args.sections for ext in ("pt", "json")}
+    if args.checkpoint and paths.checkpoints().joinpath(args.checkpoint).resolve() in weights:
         parser.error(f"--checkpoint {args.checkpoint} is where the trained weights go: "
                      "name the resumable checkpoint differently (e.g. NAME_resume.pt)")
-    try:  # every section, before any of them starts training
-        prepared = [prepare(argparse.Namespace(**{**vars(args), "section": section}))
-                    for section in args.sections]
-    except (ValueError, TypeError) as error:
-        print(f"qnn-train: error: {error}", file=sys.stderr)
-        return 2
-    if len(args.sections) > 1:
-        return train_in_parallel(args)
-    config, train_config, model = prepared[0]
-    name = args.out_name or args.sections[0]
 
+
+def train_one(config: dict, train_config, model, name: str) -> None:
+    """Load the data, train, and write the run's metrics, history and weights."""
     from qnnlib.data import load_mnist
     from qnnlib.training import train
 
@@ -95,6 +87,27 @@ def main(argv: list[str] | None = None) -> int:
           f"test error {100 * result.test_error:.2f} %")
     for path in [*written.values(), weights, description]:
         print(f"wrote {paths.relative(path)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `qnn-train` and `python -m qnnpipeline.cli`."""
+    from qnnlib.data import DataError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.sections = args.sections or ["train"]
+    if len(args.sections) > 1 and (args.out_name or args.checkpoint):
+        parser.error("--out-name and --checkpoint name one run: give a single --section")
+    check_names(parser, args)
+    try:  # every section, before any of them starts training
+        prepared = [prepare(argparse.Namespace(**{**vars(args), "section": section}))
+                    for section in args.sections]
+        if len(args.sections) > 1:
+            return train_in_parallel(args)
+        train_one(*prepared[0], args.out_name or args.sections[0])
+    except (ValueError, TypeError, DataError) as error:
+        print(f"qnn-train: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
