@@ -11,105 +11,38 @@ Protocol, step by step (see DESIGN.md, "The paper's MNIST protocol"):
 - after each epoch: validation error; the reported number is the test error at the
   epoch with the best validation error.
 
-Determinism: one seed drives python, numpy, torch (dropout uses the global torch RNG)
-and a separate `torch.Generator` for shuffling; `torch.use_deterministic_algorithms`
-is switched on (warn-only) so that a rerun on the same machine, with the same device
-and number of threads, is bit-identical (another thread count changes the order of
-float sums in the GEMMs, hence the last bits).
-Checkpoints hold every piece of state, RNGs included, so an interrupted run resumed
-from its checkpoint ends bit-identical to an uninterrupted one.
+Determinism (`determinism`): one seed drives python, numpy, torch (dropout uses the
+global torch RNG) and a separate `torch.Generator` for shuffling; deterministic
+algorithms are on (warn-only) for the duration of `train` and restored after it, so a
+rerun on the same machine, with the same device and number of threads, is bit-identical
+(another thread count changes the order of float sums in the GEMMs, hence the last bits).
+Checkpoints (`checkpoints`) hold every piece of state, RNGs included, so an interrupted
+run resumed from its checkpoint ends bit-identical to an uninterrupted one; a checkpoint
+of another run, or of other code, is refused with the reason.
+The hyper-parameters and their validation are in `train_config`.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoints import load_checkpoint, rng_state, run_signature, save_checkpoint, set_rng_state
+from .determinism import deterministic_algorithms, seed_everything
 from .layers import squared_hinge_loss
 from .models import quant_linears
+from .train_config import LOSSES, TrainConfig
 
 __all__ = [
     "seed_everything", "TrainConfig", "TrainResult", "lr_at_epoch", "make_optimizer",
-    "evaluate", "train", "resolve_device",
+    "evaluate", "train", "resolve_device", "run_signature",
 ]
-
-LOSSES = {"squared_hinge": squared_hinge_loss, "cross_entropy": F.cross_entropy}
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch (CPU and CUDA) from one number, and return a fresh
-    `torch.Generator` for data shuffling. The one seed helper of the project.
-
-    Deterministic algorithms are requested in warn-only mode: on CPU this costs nothing,
-    on CUDA it picks deterministic cuBLAS workspaces (set before cuBLAS starts).
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    return torch.Generator().manual_seed(seed)
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one run; defaults are the paper's MNIST protocol except
-    `epochs` (the paper trains 1000 epochs; 20 is a practical default)."""
-
-    epochs: int = 20
-    batch_size: int = 100
-    lr_start: float = 3e-3
-    lr_end: float = 3e-7
-    glorot_scaling: bool = True
-    clip_weights: bool = True
-    loss: str = "squared_hinge"
-    seed: int = 0
-    device: str = "auto"
-    n_train: int | None = None
-    n_val: int | None = None
-    n_test: int | None = None
-    checkpoint: str | None = None
-    progress: bool = True
-    threads: int | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from a dict (a `params.yaml` section); unknown keys are an error, since a
-        misspelt key silently falling back to a default would spoil a replication."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {unknown}; known keys: {sorted(known)}")
-        config = cls(**values)
-        for name in ("lr_start", "lr_end"):
-            value = getattr(config, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                # PyYAML's safe_load reads `3e-3` (no dot) as the string "3e-3".
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        if config.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {config.loss!r}")
-        return config
-
-    def to_dict(self) -> dict:
-        """Plain dict, for JSON metrics and checkpoints."""
-        return dataclasses.asdict(self)
-
-
-# Fields that change how a run is reported or where it is stored, but not its numbers:
-# a checkpoint may be resumed with different values of these.
-_BOOKKEEPING_FIELDS = ("checkpoint", "progress", "threads")
 
 
 @dataclass
@@ -131,10 +64,13 @@ class TrainResult:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" means CUDA when present, else CPU."""
+    """"auto" means CUDA when present, else CPU; asking for CUDA without it is an error."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was asked for, but torch sees no CUDA device")
+    return device
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
@@ -240,87 +176,18 @@ def split_tensors(splits: dict, config: TrainConfig, device: torch.device) -> di
         inputs = torch.as_tensor(inputs, dtype=torch.float32)
         labels = torch.as_tensor(labels, dtype=torch.long)
         tensors[name] = (inputs[:limit].to(device), labels[:limit].to(device))
+    if len(tensors["train"][0]) < config.batch_size:
+        raise ValueError(f"the training split holds {len(tensors['train'][0])} examples, fewer "
+                         f"than batch_size={config.batch_size}: an epoch would hold no minibatch")
+    for name in ("val", "test"):
+        if len(tensors[name][0]) == 0:
+            raise ValueError(f"the {name} split is empty: its error rate is undefined")
     return tensors
 
 
 def clone_state(model: nn.Module) -> dict:
     """A detached copy of the state dict (the best-validation snapshot)."""
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
-
-
-# ---------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------
-
-def module_generators(model: nn.Module) -> dict[str, torch.Generator]:
-    """Explicit generators held by modules (stochastic binarization); their states are
-    not in the state_dict but decide the draws, so checkpoints must keep them."""
-    found = {}
-    for name, module in model.named_modules():
-        for attr, value in vars(module).items():
-            if isinstance(value, torch.Generator):
-                found[f"{name}.{attr}"] = value
-    return found
-
-
-def rng_state(model: nn.Module, shuffle: torch.Generator) -> dict:
-    """Every random state a run depends on: dropout draws come from the global torch RNG."""
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "shuffle": shuffle.get_state(),
-        "modules": {key: gen.get_state() for key, gen in module_generators(model).items()},
-    }
-
-
-def set_rng_state(state: dict, model: nn.Module, shuffle: torch.Generator) -> None:
-    """Inverse of `rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    shuffle.set_state(state["shuffle"])
-    for key, gen in module_generators(model).items():
-        gen.set_state(state["modules"][key])
-
-
-def run_signature(model: nn.Module, optimizer, config: TrainConfig) -> dict:
-    """What must match for a checkpoint to be resumed: every config field that affects
-    the numbers, the model's parameter names and shapes, and the optimizer's class."""
-    numbers = {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING_FIELDS}
-    shapes = {key: list(value.shape) for key, value in model.state_dict().items()}
-    return {"config": numbers, "model": shapes, "optimizer": type(optimizer).__name__}
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic save: a crash while writing leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer, config: TrainConfig) -> dict | None:
-    """The saved state if `path` exists, after checking it belongs to this run."""
-    if not path.exists():
-        return None
-    # weights_only=False: the file holds python/numpy RNG states; it is our own file.
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    expected, found = run_signature(model, optimizer, config), state["signature"]
-    if expected != found:
-        differ = sorted(k for k in expected["config"]
-                        if expected["config"].get(k) != found["config"].get(k))
-        if expected["model"] != found["model"]:
-            differ.append("model architecture")
-        if expected["optimizer"] != found["optimizer"]:
-            differ.append("optimizer")
-        raise ValueError(
-            f"checkpoint {path} belongs to a different run (differs in: {differ}); "
-            "delete it or choose another checkpoint path")
-    return state
 
 
 # ---------------------------------------------------------------------------
@@ -338,22 +205,32 @@ def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = No
     shift-based AdaMax ablation); its param groups must carry "lr_scale".
 
     Selection: see `best_epoch`; the reported test error is the one of that epoch.
+    Deterministic algorithms are on during the run and restored afterwards.
     """
     if config is None:
         config = TrainConfig()
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config)
+    elif not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config).__name__}")
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    with deterministic_algorithms(device):
+        return _run(model, splits, config, device, stop_after, optimizer_factory or make_optimizer)
+
+
+def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_factory) -> TrainResult:
+    """The body of `train`, from seeding to the best-validation model."""
     shuffle = seed_everything(config.seed)
     model.to(device)
     data = split_tensors(splits, config, device)
-    optimizer = (optimizer_factory or make_optimizer)(model, config.lr_start, config.glorot_scaling)
+    optimizer = optimizer_factory(model, config.lr_start, config.glorot_scaling)
 
     records, best_state = [], clone_state(model)
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
-    saved = load_checkpoint(checkpoint, model, optimizer, config) if checkpoint else None
+    signature = run_signature(model, optimizer, config, device, data) if checkpoint else None
+    saved = load_checkpoint(checkpoint, signature) if checkpoint else None
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -381,7 +258,7 @@ def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = No
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "best_state": best_state, "history": records,
                 "rng": rng_state(model, shuffle), "epoch": epoch + 1,
-                "config": config.to_dict(), "signature": run_signature(model, optimizer, config)})
+                "config": config.to_dict(), "signature": signature})
     bar.close()
     return finish(model, records, best_state, config, device)
 
