@@ -88,7 +88,17 @@ def mirror_folders(mirror: Path | None, dataset: str) -> list[Path]:
     candidates = [mirror / dataset, mirror] if mirror is not None else []
     if dataset == "fashion-mnist":
         candidates.append(SYSTEM_FASHION_MIRROR)
-    return [folder for folder in candidates if folder.is_dir()]
+    return [folder for folder in candidates if is_folder(folder)]
+
+
+def is_folder(path: Path) -> bool:
+    """Whether `path` is a folder; DataError when it cannot even be looked at."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror or err}). {MIRROR_ADVICE}") from err
 
 
 def find_archive(name: str, folders: list[Path]) -> Path | None:
