@@ -1,17 +1,14 @@
-"""The paper's headline claims beside this replication's numbers (results/tables/claims.csv),
-and the reader of finished training runs that notebooks 05 and 06 share (`load_run`).
+"""The paper's headline claims beside this replication's numbers (results/tables/claims.csv).
 
-Notebook 06_runtime_and_energy fills the table from the metrics and benchmark JSON files
-and its own measurements; a claim nobody has measured yet says so ("pending (needs
-GPU)") instead of showing a number. `python -m qnnpipeline.claims` prints the table as
-markdown, and `--update-readme README.md` rewrites the README's table between the
-`<!-- claims:start -->` and `<!-- claims:end -->` markers.
+One stage (`python -m qnnpipeline.claims`) builds the table from the metrics and benchmark
+JSON files (`claims_table.assemble`); a claim nobody has measured yet says so ("pending
+(needs GPU)") instead of showing a number. `make repro` then copies it into the README
+between the `<!-- claims:start -->` and `<!-- claims:end -->` markers
+(`--update-readme README.md`), and a test fails when the two disagree.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -133,22 +130,38 @@ def update_readme(text: str, table_markdown: str) -> str:
     return text[:start + len(README_START)] + "\n" + table_markdown + text[end:]
 
 
+def build(write: bool = True) -> pd.DataFrame:
+    """The claims table from results/metrics/ and results/benchmarks/ (the `claims` stage);
+    written to results/tables/claims.csv when `write`."""
+    from .claims_table import CPU_RUN, PAPER_RUN, RUNTIME, assemble
+
+    metrics = {name: load_metrics(name) for name in (RUNTIME, CPU_RUN, PAPER_RUN)}
+    benchmarks = {path.stem: load_json(path)
+                  for path in sorted(paths.results("benchmarks").glob("*.json"))}
+    table = assemble(metrics, benchmarks)
+    if write:
+        table.to_csv(paths.output("tables", "claims.csv"), index=False)
+    return table
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Print results/tables/claims.csv as markdown.")
-    parser.add_argument("--csv", type=Path, default=None, help="default: results/tables/claims.csv")
+    """`python -m qnnpipeline.claims`: write results/tables/claims.csv and print it as
+    markdown; `--update-readme README.md` copies the table into the README instead."""
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--update-readme", type=Path, metavar="README",
-                        help="rewrite the table between the claims markers of this file")
+                        help="rewrite the table between the claims markers of this file "
+                             "from results/tables/claims.csv")
     args = parser.parse_args(argv)
-    csv = args.csv or paths.results("tables", "claims.csv")
-    if not csv.is_file():
-        parser.error(f"{csv} not found: run `dvc repro runtime_and_energy` first")
-    table_markdown = markdown_table(pd.read_csv(csv, keep_default_na=False))
     if args.update_readme:
+        csv = paths.results("tables", "claims.csv")
+        if not csv.is_file():
+            parser.error(f"{paths.relative(csv)} not found: run `dvc repro claims` first")
         readme = args.update_readme
+        table_markdown = markdown_table(pd.read_csv(csv, keep_default_na=False))
         readme.write_text(update_readme(readme.read_text(), table_markdown))
         print(f"updated {readme}")
-    else:
-        print(table_markdown, end="")
+        return
+    print(markdown_table(build()), end="")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ import json
 import pandas as pd
 import pytest
 
+from pathlib import Path
+
 from qnnpipeline import claims
+from test_claims_table import RUNTIME
 
 
 def test_unmeasured_claims_say_pending():
@@ -62,19 +65,36 @@ def test_markdown_and_readme_block(tmp_path):
         claims.update_readme("# no markers\n", markdown)
 
 
-def test_cli_round_trip(tmp_path, capsys):
-    csv = tmp_path / "claims.csv"
-    claims.claims_table({"energy": ("100x less", "batch 1")}).to_csv(csv, index=False)
+def test_stage_builds_the_csv_and_the_readme_copies_it(tmp_path, monkeypatch, capsys):
+    """`python -m qnnpipeline.claims` builds claims.csv from metrics and benchmark files;
+    `--update-readme` copies it; empty cells stay empty, not "nan"."""
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "metrics" / "06_runtime_and_energy.json").write_text(json.dumps(RUNTIME))
+    claims.main([])
+    csv = tmp_path / "tables" / "claims.csv"
+    table = pd.read_csv(csv, keep_default_na=False)
+    assert table.shape == (len(claims.CLAIMS), len(claims.COLUMNS))
+    assert claims.PENDING_GPU in table["ours"].tolist()
+    assert "|" in capsys.readouterr().out
     readme = tmp_path / "README.md"
-    readme.write_text(f"{claims.README_START}\n{claims.README_END}\n")
-    claims.main(["--csv", str(csv), "--update-readme", str(readme)])
+    readme.write_text(f"intro\n{claims.README_START}\n{claims.README_END}\n")
+    claims.main(["--update-readme", str(readme)])
     text = readme.read_text()
-    assert "| 100x less | batch 1 |" in text
-    # the empty "setting" cells stay empty, not "nan"
-    assert "nan" not in text
-    claims.main(["--csv", str(csv)])
-    assert "100x less" in capsys.readouterr().out
-    assert pd.read_csv(csv).shape == (len(claims.CLAIMS), len(claims.COLUMNS))
+    assert text.startswith("intro\n") and "nan" not in text
+    assert claims.markdown_table(table) in text
+
+
+def test_readme_table_agrees_with_claims_csv():
+    """The README's claims block is the committed results/tables/claims.csv (`make repro`
+    copies it; rerun `python -m qnnpipeline.claims --update-readme README.md`)."""
+    root = Path(__file__).resolve().parents[1]
+    table = pd.read_csv(root / "results" / "tables" / "claims.csv", keep_default_na=False)
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index(claims.README_START) + len(claims.README_START):
+                   readme.index(claims.README_END)]
+    assert block.strip() == claims.markdown_table(table).strip()
 
 
 def test_load_run_reads_what_qnn_train_writes(tmp_path, monkeypatch):
@@ -85,6 +105,8 @@ def test_load_run_reads_what_qnn_train_writes(tmp_path, monkeypatch):
     empty = claims.load_run("quick")
     assert empty == {"name": "quick", "metrics": None, "history": None, "model": None,
                      "checkpoint": None}
+    (tmp_path / "results" / "metrics").mkdir(parents=True)
+    (tmp_path / "results" / "tables").mkdir()
     (tmp_path / "results" / "metrics" / "quick.json").write_text('{"test_error": 0.1}')
     (tmp_path / "results" / "tables" / "quick_history.csv").write_text("epoch,val_error\n1,0.2\n")
     (tmp_path / "checkpoints").mkdir()
