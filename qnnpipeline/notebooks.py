@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from . import paths
-from .params import notebook_params, notebook_section
+from .params import notebook_params, notebook_section  # noqa: F401 (re-exported)
 
 VOLATILE_METADATA = ("start_time", "end_time", "duration", "exception", "iopub.execute_input",
                      "iopub.status.busy", "iopub.status.idle", "shell.execute_reply", "execution")
@@ -37,20 +38,44 @@ def strip_volatile_metadata(notebook_path: Path) -> None:
     notebook_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
 
 
+def check_parameters(source: Path, parameters: dict) -> None:
+    """Refuse parameters the notebook does not declare in its `parameters` cell: papermill
+    would inject them silently, and a misspelt knob would leave the default in force."""
+    import papermill
+
+    if not isinstance(parameters, dict):
+        raise TypeError(f"parameters must be a dict, got {type(parameters).__name__}")
+    declared = set(papermill.inspect_notebook(str(source)))
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise ValueError(f"{source.name} declares no parameters {unknown}; it declares {sorted(declared)}")
+
+
 def run_notebook(name: str, parameters: dict | None = None, output_dir: Path | None = None,
                  progress: bool = False) -> Path:
     """Execute `notebooks/<name>.ipynb` with `parameters`; return the executed copy's path."""
     import papermill
 
+    known = sorted(p.stem for p in paths.notebooks().glob("*.ipynb"))
+    if name not in known:
+        raise FileNotFoundError(f"no notebook {name!r} in notebooks/; known: {known}")
     source = paths.notebooks() / f"{name}.ipynb"
-    if not source.is_file():
-        known = sorted(p.stem for p in paths.notebooks().glob("*.ipynb"))
-        raise FileNotFoundError(f"no notebook {source.name} in notebooks/; known: {known}")
+    check_parameters(source, parameters or {})
     output_dir = Path(output_dir) if output_dir else paths.results("notebooks")
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = output_dir / source.name
-    papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
-                               cwd=str(paths.notebooks()), progress_bar=progress, kernel_name="python3")
+    # The kernel inherits this process's environment: QNN_PIPELINE_RUN tells qnnpipeline.paths
+    # that the pipeline runs the notebook, so it writes results/ (not scratch/, as interactively).
+    previous = os.environ.get(paths.PIPELINE_RUN)
+    os.environ[paths.PIPELINE_RUN] = "1"
+    try:
+        papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
+                                   cwd=str(paths.notebooks()), progress_bar=progress, kernel_name="python3")
+    finally:
+        if previous is None:
+            os.environ.pop(paths.PIPELINE_RUN, None)
+        else:
+            os.environ[paths.PIPELINE_RUN] = previous
     strip_volatile_metadata(executed)
     return executed
 

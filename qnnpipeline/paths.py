@@ -6,15 +6,25 @@ notebooks from `notebooks/`, pytest and dvc from the project root: all find the 
 checkout. Nothing depends on where the package is installed.
 
 `QNN_RESULTS_DIR`, `QNN_DATA_DIR` and `QNN_CHECKPOINT_DIR` redirect one folder each
-(tests and interactive runs use a scratch folder). Reading a path creates nothing;
-`output(kind, name)` also creates the folder a writer needs.
+(tests use a temporary folder). Reading a path creates nothing; `output(kind, name)`
+also creates the folder a writer needs.
+
+Interactive runs never overwrite the committed results: inside a Jupyter kernel that
+the pipeline did not start (`QNN_PIPELINE_RUN` unset; the papermill runner
+`qnnpipeline.notebooks` sets it) and without `QNN_RESULTS_DIR`, outputs go to the git-ignored
+`scratch/results/`, and `results(kind, name)` reads a file from there when it exists,
+else the committed one (so notebooks 05/06 still find the trained runs).
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 MARKERS = ("params.yaml", "dvc.yaml")
+PIPELINE_RUN = "QNN_PIPELINE_RUN"   # set by the papermill runner: write to results/
+SCRATCH = "scratch/results"         # where interactive kernels write instead
+_told_scratch = False
 
 
 class ProjectNotFound(RuntimeError):
@@ -55,20 +65,43 @@ def checkpoints() -> Path:
     return _folder("QNN_CHECKPOINT_DIR", "checkpoints")
 
 
+def interactive() -> bool:
+    """True in a Jupyter kernel that the pipeline did not start, with no QNN_RESULTS_DIR."""
+    return ("ipykernel" in sys.modules and not os.environ.get(PIPELINE_RUN)
+            and not os.environ.get("QNN_RESULTS_DIR"))
+
+
 def results_dir() -> Path:
-    """Root of all outputs (`QNN_RESULTS_DIR` overrides)."""
+    """Root of all outputs (`QNN_RESULTS_DIR` overrides; `scratch/results` in an
+    interactive kernel, see module docstring)."""
+    global _told_scratch
+    if interactive():
+        folder = root() / SCRATCH
+        if not _told_scratch:
+            _told_scratch = True
+            print(f"Interactive run: outputs go to {SCRATCH}/, not results/ (the pipeline "
+                  f"writes results/; set QNN_RESULTS_DIR to choose another folder).")
+        return folder
     return _folder("QNN_RESULTS_DIR", "results")
 
 
 def results(kind: str, name: str = "") -> Path:
-    """`results/<kind>/<name>`, kind being figures, metrics, tables, ...; creates nothing."""
+    """`results/<kind>/<name>`, kind being figures, metrics, tables, ...; creates nothing.
+    In an interactive kernel, a file not (yet) in scratch/results is read from results/."""
     folder = results_dir() / kind
-    return folder / name if name else folder
+    if not name:
+        return folder
+    if interactive() and not (folder / name).exists():
+        committed = root() / "results" / kind / name
+        if committed.exists():
+            return committed
+    return folder / name
 
 
 def output(kind: str, name: str) -> Path:
-    """`results(kind, name)` after creating its folder: for writers."""
-    path = results(kind, name)
+    """`results(kind, name)` after creating its folder: for writers (never the committed
+    copy that `results` falls back to in an interactive kernel)."""
+    path = results_dir() / kind / name
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -1,0 +1,141 @@
+"""The reader's notebooks: parameter cells that match params.yaml, sources without outputs,
+and interactive runs that write to scratch/results instead of the committed results/."""
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from qnnpipeline import paths
+from qnnpipeline.notebooks import run_notebook
+from qnnpipeline.params import notebook_params, notebook_section
+from support import mnist_mirror
+
+NOTEBOOKS = sorted(paths.notebooks().glob("[0-9][0-9]_*.ipynb"))
+
+
+def parameter_defaults(notebook) -> dict:
+    """The literal assignments of the cell tagged `parameters` (what papermill overrides)."""
+    cells = [cell for cell in json.loads(notebook.read_text())["cells"]
+             if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{notebook.name}: {len(cells)} cells tagged 'parameters', expected 1"
+    defaults = {}
+    for node in ast.parse("".join(cells[0]["source"])).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, \
+            f"{notebook.name}: the parameter cell holds only `name = literal` lines"
+        defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 6
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameter_cell_defaults_equal_params_yaml(notebook):
+    """Run top to bottom in JupyterLab, a notebook uses what `dvc repro` gives it."""
+    assert parameter_defaults(notebook) == notebook_params(notebook_section(notebook.stem))
+
+
+def test_parameter_check_reports_a_difference(tmp_path):
+    notebook = tmp_path / "01_x.ipynb"
+    cell = {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": [],
+            "execution_count": None, "source": ["seed = 0\n", "epochs = 5\n"]}
+    notebook.write_text(json.dumps({"cells": [cell]}))
+    (tmp_path / "params.yaml").write_text("seed: 0\nx:\n  epochs: 6\n")
+    assert parameter_defaults(notebook) != notebook_params("x", tmp_path / "params.yaml")
+    cell["source"] = ["epochs = max(5, 6)\n"]
+    notebook.write_text(json.dumps({"cells": [cell]}))
+    with pytest.raises(ValueError, match="malformed node"):
+        parameter_defaults(notebook)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_source_notebooks_carry_no_outputs(notebook):
+    """Sources are stored stripped (the nbstripout git filter strips them on `git add`)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    dirty = [i for i, cell in enumerate(cells) if cell["cell_type"] == "code"
+             and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, f"{notebook.name}: cells {dirty} carry outputs; run `nbstripout {notebook}`"
+
+
+def test_gitattributes_strip_sources_only():
+    """The filter applies to notebooks/ and never to the executed copies under results/."""
+    lines = (paths.root() / ".gitattributes").read_text().splitlines()
+    assert "notebooks/*.ipynb filter=nbstripout diff=ipynb" in lines
+    assert "results/**/*.ipynb -filter -diff" in lines
+
+
+# --- where outputs go ---------------------------------------------------------------------
+
+@pytest.fixture
+def kernel_like(monkeypatch):
+    """A process that looks like a Jupyter kernel nobody from the pipeline started."""
+    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or object())
+    monkeypatch.delenv(paths.PIPELINE_RUN, raising=False)
+    monkeypatch.delenv("QNN_RESULTS_DIR", raising=False)
+
+
+def test_interactive_kernel_writes_to_scratch_and_reads_committed_results(kernel_like):
+    root = paths.root()
+    assert paths.interactive()
+    assert paths.results_dir() == root / "scratch" / "results"
+    assert paths.output("tables", "x.csv") == root / "scratch" / "results" / "tables" / "x.csv"
+    # an input another stage committed (and scratch lacks) is read from results/
+    assert paths.results("tables", "claims.csv") == root / "results" / "tables" / "claims.csv"
+    assert paths.results("tables", "absent.csv") == root / "scratch" / "results" / "tables" / "absent.csv"
+
+
+def test_pipeline_and_explicit_folders_are_not_interactive(kernel_like, monkeypatch, tmp_path):
+    monkeypatch.setenv(paths.PIPELINE_RUN, "1")
+    assert not paths.interactive() and paths.results_dir() == paths.root() / "results"
+    monkeypatch.delenv(paths.PIPELINE_RUN)
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
+    assert not paths.interactive() and paths.results_dir() == tmp_path
+
+
+def test_the_runner_tells_the_kernel_it_is_the_pipeline(monkeypatch, tmp_path):
+    import papermill
+
+    seen = {}
+
+    def fake_execute(source, executed, **kwargs):
+        seen["flag"] = os.environ.get(paths.PIPELINE_RUN)
+        shutil.copy(source, executed)
+
+    monkeypatch.delenv(paths.PIPELINE_RUN, raising=False)
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    run_notebook("05_mnist_results", output_dir=tmp_path)
+    assert seen["flag"] == "1" and paths.PIPELINE_RUN not in os.environ
+
+
+@pytest.mark.slow
+def test_an_interactive_run_leaves_results_untouched(tmp_path):
+    """A copy of the project; notebook 01 run in a kernel as JupyterLab would (papermill
+    without the runner, other parameters): everything lands in scratch/results."""
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(paths.root() / name, project / name)
+    shutil.copy(paths.notebooks() / "01_binarization.ipynb", project / "notebooks")
+    env = {key: value for key, value in os.environ.items()
+           if key not in (paths.PIPELINE_RUN, "QNN_RESULTS_DIR")}
+    env.update(QNN_PROJECT_DIR=str(project), QNN_DATA_DIR=str(tmp_path / "data"),
+               QNN_DATA_MIRROR=str(mnist_mirror()))
+    small = dict(hidden=16, depth=1, n_train=200, n_val=100, n_test=100, epochs=1, n_seeds=1,
+                 mc_points=21, mc_draws=50, threads=1)
+    code = ("import papermill, sys; papermill.execute_notebook(sys.argv[1], sys.argv[2], "
+            f"parameters={small!r}, cwd=sys.argv[3], kernel_name='python3')")
+    run = subprocess.run([sys.executable, "-c", code, str(project / "notebooks" / "01_binarization.ipynb"),
+                          str(tmp_path / "out.ipynb"), str(project / "notebooks")],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (project / "results").exists()
+    scratch = project / "scratch" / "results"
+    assert (scratch / "figures" / "01_binarization_test_error.png").is_file()
+    assert (scratch / "metrics" / "01_binarization.json").is_file()
+    printed = json.dumps(json.loads((tmp_path / "out.ipynb").read_text())["cells"])
+    assert "Interactive run: outputs go to scratch/results/" in printed
