@@ -26,7 +26,7 @@ LOSSES = {"squared_hinge": squared_hinge_loss, "cross_entropy": F.cross_entropy}
 # Fields that change how a run is reported or where it is stored, but not its numbers:
 # a checkpoint may be resumed with different values of these. (The thread count can
 # change the last bits of float sums, not the algorithm; see `training`.)
-BOOKKEEPING_FIELDS = ("checkpoint", "progress", "threads")
+BOOKKEEPING_FIELDS = ("checkpoint", "progress", "threads", "max_seconds", "checkpoint_seconds")
 
 _SEED_LIMIT = 2**63  # torch.manual_seed's range, non-negative part
 
@@ -51,6 +51,12 @@ class TrainConfig:
     checkpoint: str | None = None
     progress: bool = True
     threads: int | None = None
+    # GPU speed, same maths (qnnlib.gpu.graphed_training): each step replayed as a CUDA
+    # graph, fused Adam. Bookkeeping: stop before `max_seconds` of training (the
+    # checkpoint resumes the rest); save the checkpoint at most every `checkpoint_seconds`.
+    cuda_graph: bool = False
+    max_seconds: float | None = None
+    checkpoint_seconds: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -62,7 +68,12 @@ class TrainConfig:
         if self.seed >= _SEED_LIMIT:
             raise ValueError(f"seed must be below 2**63, got {self.seed}")
         self.lr_start, self.lr_end = (_learning_rate(n, getattr(self, n)) for n in ("lr_start", "lr_end"))
-        for name in ("glorot_scaling", "clip_weights", "progress"):
+        for name in ("max_seconds", "checkpoint_seconds"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or not value >= 0):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        for name in ("glorot_scaling", "clip_weights", "progress", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.loss, str) or self.loss not in LOSSES:

@@ -225,6 +225,11 @@ def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_facto
     shuffle = seed_everything(config.seed)
     model.to(device)
     data = split_tensors(splits, config, device)
+    epoch_fn = train_epoch
+    if config.cuda_graph:  # same maths, each step replayed as one CUDA graph
+        from .gpu.graphed_training import GraphedEpoch, fused_adam
+        epoch_fn = GraphedEpoch()
+        optimizer_factory = fused_adam if optimizer_factory is make_optimizer else optimizer_factory
     optimizer = optimizer_factory(model, config.lr_start, config.glorot_scaling)
 
     records, best_state = [], clone_state(model)
@@ -240,11 +245,13 @@ def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_facto
     last = config.epochs if stop_after is None else min(stop_after, config.epochs)
     bar = tqdm(range(len(records), last), total=config.epochs, initial=len(records),
                desc="epochs", disable=not config.progress)
+    deadline = time.monotonic() + (math.inf if config.max_seconds is None else config.max_seconds)
+    last_save = time.monotonic()
     for epoch in bar:
         start = time.perf_counter()
         lr = lr_at_epoch(config, epoch)
         set_base_lr(optimizer, lr)
-        train_loss, train_error = train_epoch(model, optimizer, *data["train"], config, shuffle)
+        train_loss, train_error = epoch_fn(model, optimizer, *data["train"], config, shuffle)
         val_error = evaluate(model, *data["val"])
         test_error = evaluate(model, *data["test"])
         records.append({"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
@@ -253,12 +260,18 @@ def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_facto
         if best_epoch(records) == epoch + 1:
             best_state = clone_state(model)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_err=f"{val_error:.4f}")
-        if checkpoint:
+        # stop when another epoch like this one would overrun the time budget
+        out_of_time = time.monotonic() + records[-1]["seconds"] > deadline
+        if checkpoint and (out_of_time or epoch + 1 == last
+                           or time.monotonic() - last_save >= config.checkpoint_seconds):
+            last_save = time.monotonic()
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "best_state": best_state, "history": records,
                 "rng": rng_state(model, shuffle), "epoch": epoch + 1,
                 "config": config.to_dict(), "signature": signature})
+        if out_of_time:
+            break
     bar.close()
     return finish(model, records, best_state, config, device)
 
