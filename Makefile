@@ -19,6 +19,7 @@ venv: $(STAMP)
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+	$(BIN)/python -m qnnpipeline.claims --update-readme README.md
 
 test: $(STAMP)
 	$(BIN)/pytest
