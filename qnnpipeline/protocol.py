@@ -1,0 +1,48 @@
+"""The training protocol of a finished run, as notebook 05 tabulates it beside the paper's.
+
+Notebook 05_mnist_results (arXiv:1609.07061 Sec. 4.1) compares the settings of each run
+that `qnn-train` wrote (`runs.load_run`) with the paper's protocol: `run_settings` reads
+them from the run's metrics (its TrainConfig) and checkpoint description (its model).
+"""
+from __future__ import annotations
+
+__all__ = ["run_settings", "paper_settings", "describe"]
+
+
+def run_settings(run: dict) -> dict:
+    """The protocol knobs of a finished run (notebook 05): the TrainConfig from its
+    metrics, the model from its checkpoint description; "?" where the model is unknown.
+    Absent model keys take `build_model`'s defaults (the paper's 3 x 4096 BNN)."""
+    train = (run["metrics"] or {}).get("config", {})
+    model = run["model"] or {}
+    known = run["model"] is not None
+    epochs = train.get("epochs")
+    lr_start, lr_end = train.get("lr_start"), train.get("lr_end")
+    binary = model.get("kind", "bnn") == "bnn" if known else None
+    return {
+        "weights / activations": {True: "binary / binary", False: "float32 / hard tanh", None: "?"}[binary],
+        "hidden units": model.get("hidden", 4096) if known else "?",
+        "hidden layers": model.get("depth", 3) if known else "?",
+        "dropout in / hidden": (f"{model.get('dropout_in', 0.2)} / {model.get('dropout_hidden', 0.5)}"
+                                if known else "?"),
+        "training images": train.get("n_train") or 50000,
+        "epochs": epochs,
+        "batch size": train.get("batch_size"),
+        "lr start -> end": f"{lr_start:g} -> {lr_end:g}",
+        "lr factor per epoch": f"{(lr_end / lr_start) ** (1 / epochs):.4f}",
+    }
+
+
+def paper_settings(protocol: dict) -> dict:
+    """`run_settings` of the paper's protocol (notebook 05's `paper_protocol`: hidden,
+    depth, epochs, batch_size, n_train, lr_start, lr_end, dropout_in, dropout_hidden)."""
+    model = {"kind": "bnn", **{key: protocol[key] for key in ("hidden", "depth", "dropout_in", "dropout_hidden")}}
+    train = {key: protocol[key] for key in ("epochs", "batch_size", "n_train", "lr_start", "lr_end")}
+    return run_settings({"model": model, "metrics": {"config": train}})
+
+
+def describe(run: dict) -> str:
+    """"BNN, 3 x 2048, 30 epochs": kind, shape and length of a finished run (notebook 05)."""
+    s = run_settings(run)
+    kind = "BNN" if s["weights / activations"].startswith("binary") else "full precision"
+    return f"{kind}, {s['hidden layers']} x {s['hidden units']}, {s['epochs']} epochs"
