@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from . import paths
 from .params import apply_overrides, train_section
@@ -57,7 +59,12 @@ def train_in_parallel(args) -> int:
     base = [sys.executable, "-m", "qnnpipeline.cli", "--config", str(args.config)]
     base += [flag for override in args.overrides for flag in ("--set", override)]
     runs = [subprocess.Popen([*base, "--section", section]) for section in args.sections]
-    return max(run.wait() for run in runs)
+    try:
+        return max(run.wait() for run in runs)
+    finally:  # stopped early (Ctrl-C, SIGTERM from dvc): leave no orphan training behind
+        for run in runs:
+            if run.poll() is None:
+                run.terminate()
 
 
 def check_names(parser, args) -> None:
@@ -68,7 +75,10 @@ def check_names(parser, args) -> None:
             parser.error(f"run name {name!r} must be a plain name (letters, digits, _ . -)")
     weights = {(paths.checkpoints() / f"{args.out_name or s}.{ext}").resolve()
                for s in args.sections for ext in ("pt", "json")}
-    if args.checkpoint and paths.checkpoints().joinpath(args.checkpoint).resolve() in weights:
+    # training.train opens the path as given (relative to the working directory, as
+    # dvc.yaml's checkpoints/NAME_resume.pt); also refuse a name inside checkpoints/.
+    given = [Path(args.checkpoint), paths.checkpoints() / args.checkpoint] if args.checkpoint else []
+    if {path.resolve() for path in given} & weights:
         parser.error(f"--checkpoint {args.checkpoint} is where the trained weights go: "
                      "name the resumable checkpoint differently (e.g. NAME_resume.pt)")
 
@@ -111,5 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)  # so the `finally` above runs on SIGTERM too
     sys.exit(main())
