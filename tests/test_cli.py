@@ -111,3 +111,74 @@ def test_cli_refuses_out_name_with_several_sections(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["--config", str(write_params(tmp_path)), "--section", "a", "--section", "b",
                   "--out-name", "x"])
+
+
+# --- reproducibility (issue 9.2) and the checkpoint/weights clash (issue 9.3) ----------
+
+
+def run_in_fresh_process(params: Path, folder: Path, name: str, *overrides: str) -> dict:
+    """`python -m qnnpipeline.cli` in a new interpreter; returns its metrics without the
+    fields that describe the machine and the clock, plus its history and weights."""
+    env = {**os.environ, "QNN_RESULTS_DIR": str(folder / "results"),
+           "QNN_CHECKPOINT_DIR": str(folder / "checkpoints")}
+    command = [sys.executable, "-m", "qnnpipeline.cli", "--config", str(params), "--section",
+               "tiny", "--out-name", name]
+    command += [flag for override in overrides for flag in ("--set", override)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((folder / "results" / "metrics" / f"{name}.json").read_text())
+    for clock_or_machine in ("seconds", "provenance"):
+        metrics.pop(clock_or_machine)
+    history = pd.read_csv(folder / "results" / "tables" / f"{name}_history.csv")
+    weights = torch.load(folder / "checkpoints" / f"{name}.pt", weights_only=True)
+    return {"metrics": metrics, "history": history.drop(columns="seconds"), "weights": weights}
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_runs_in_fresh_processes(tmp_path):
+    """Regression (issue 9.2): qnn-train built the model before seeding, so two processes
+    with the same seed started from different weights and disagreed from epoch 1."""
+    params = write_params(tmp_path, mnist_mirror())
+    first = run_in_fresh_process(params, tmp_path, "first")
+    second = run_in_fresh_process(params, tmp_path, "second")
+    assert first["metrics"] == second["metrics"]
+    pd.testing.assert_frame_equal(first["history"], second["history"], check_exact=True)
+    assert first["weights"].keys() == second["weights"].keys()
+    assert all(torch.equal(first["weights"][k], second["weights"][k]) for k in first["weights"])
+
+
+def initial_weights(params: Path, *overrides: str) -> dict:
+    """The model `qnn-train` would train, before any training (no data loaded)."""
+    args = cli.build_parser().parse_args(["--config", str(params), "--section", "tiny",
+                                          *[f for o in overrides for f in ("--set", o)]])
+    args.section = "tiny"
+    _, _, model = cli.prepare(args)
+    return {key: value.clone() for key, value in model.state_dict().items()}
+
+
+def test_the_seed_decides_the_initial_weights(tmp_path):
+    """The same seed gives the same initial weights whatever the global RNG did before
+    (it is seeded before the model is built); another seed gives other weights."""
+    params = write_params(tmp_path)
+    torch.manual_seed(12345)
+    seed0 = initial_weights(params)
+    torch.rand(1000)  # whatever ran before in the process must not matter
+    again = initial_weights(params)
+    seed1 = initial_weights(params, "train.seed=1")
+    assert all(torch.equal(seed0[k], again[k]) for k in seed0)
+    assert not torch.equal(seed0["1.weight"], seed1["1.weight"])
+
+
+def test_checkpoint_at_the_weights_path_is_refused(outputs, monkeypatch, capsys):
+    """Regression (issue 9.3): `--checkpoint checkpoints/NAME.pt` (relative to the project,
+    as dvc.yaml writes it) was accepted; save_model then overwrote the checkpoint with
+    weights and the next resume failed. Refused before anything runs."""
+    params = write_params(outputs)
+    (outputs / "dvc.yaml").write_text("stages: {}\n")  # with params.yaml: a project folder
+    monkeypatch.chdir(outputs)  # run from it: checkpoints/ is outputs/checkpoints
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--config", str(params), "--section", "tiny", "--checkpoint",
+                  "checkpoints/tiny.pt"])
+    assert stop.value.code == 2
+    assert "is where the trained weights go" in capsys.readouterr().err
+    assert not (outputs / "results").exists()
