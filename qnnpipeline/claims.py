@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from . import paths
 from .runs import load_json, load_metrics, load_run, error_pct  # noqa: F401 (notebooks read runs here)
@@ -23,47 +24,8 @@ PENDING_GPU = "pending (needs GPU)"
 COLUMNS = ["claim", "paper", "ours", "setting", "command"]
 README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
 
-# id -> what the paper claims (arXiv:1609.07061), its number, what ours says when nothing
-# was measured, and the command that regenerates our number.
-CLAIMS = {
-    "mnist_error_paper": {
-        "claim": "MNIST test error, BNN 784-3x4096-10, 1000 epochs (Table 1)",
-        "paper": "0.96 %", "pending": PENDING_GPU,
-        "command": "make gpu-train"},
-    "mnist_error_cpu": {
-        "claim": "MNIST test error, the paper's protocol at a CPU-budget size and length (Table 1)",
-        "paper": "0.96 % (3x4096, 1000 epochs)", "pending": "not run",
-        "command": "dvc repro mnist_budget"},
-    "gemm_vs_cublas": {
-        "claim": "XNOR-popcount GEMM vs cuBLAS SGEMM, 8192^3 (\"Seven times faster on GPU at run-time\")",
-        "paper": "3.4x faster (GTX 750)", "pending": PENDING_GPU,
-        "command": "make gpu"},
-    "gemm_vs_unoptimised": {
-        "claim": "XNOR-popcount GEMM vs an unoptimised GPU kernel (\"Seven times faster on GPU at run-time\")",
-        "paper": "23x faster (GTX 750)", "pending": PENDING_GPU,
-        "command": "make gpu"},
-    "mnist_runtime_gpu": {
-        "claim": "MNIST BNN at run time vs an unoptimised GPU kernel (\"Seven times faster on GPU at run-time\")",
-        "paper": "7x faster", "pending": PENDING_GPU,
-        "command": "make gpu"},
-    "gemm_cpu": {
-        "claim": "XNOR-popcount GEMM vs float32 matmul on CPU (this replication)",
-        "paper": "- (GPU only)", "pending": "not run",
-        "command": "dvc repro runtime_and_energy"},
-    "mnist_runtime_cpu": {
-        "claim": "MNIST BNN at run time vs torch float32 on CPU (this replication)",
-        "paper": "- (GPU only)", "pending": "not run",
-        "command": "dvc repro runtime_and_energy"},
-    "weight_memory": {
-        "claim": "Weight memory, bit-packed vs float32 (\"Very power efficient in forward pass\")",
-        "paper": "~32x less", "pending": "not run",
-        "command": "dvc repro runtime_and_energy"},
-    "energy": {
-        "claim": "Energy per image, BNN vs float32: modelled, not measured, from Horowitz's 45 nm table "
-                 "(\"Very power efficient in forward pass\")",
-        "paper": "the table only, no overall ratio", "pending": "not run",
-        "command": "dvc repro runtime_and_energy"},
-}
+# id -> what the paper claims, its number, our column before any measurement, the command.
+CLAIMS = yaml.safe_load(Path(__file__).with_name("claims.yaml").read_text())
 
 
 def gpu_gemm_speedup(report: dict | None, size: int = 8192) -> dict | None:

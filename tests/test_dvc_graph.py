@@ -56,7 +56,8 @@ def closure(roots: set[str]) -> set[Path]:
         tree = ast.parse(module_file(name).read_text())
         todo.extend(imported_modules(tree, name) - seen)
     files = {module_file(name) for name in seen}
-    files |= {path.parent / "xnor_gemm.cu" for path in files if path.name == "cuda.py"}
+    files |= {path.parent / data for path in set(files)  # files a module reads beside itself
+              for data in re.findall(r'with_name\("([^"]+)"\)', path.read_text())}
     return {path.relative_to(ROOT) for path in files}
 
 
