@@ -9,9 +9,10 @@ import torch
 from qnnpipeline import paths
 from qnnlib.bitpack import pack_bits
 from qnnlib.data import DataError, load_mnist, scale_inputs
-from qnnlib.deploy import (BinaryMLP, DeployError, _bitplane_threshold_layer, _hidden_thresholds,
-                           _pack_bitplanes, _pixel_thresholds)
-from qnnlib.kernels import prepare_weights, xnor_gemm
+from qnnlib.deploy import BinaryMLP, DeployError
+from qnnlib.deploy.folding import hidden_thresholds, pixel_thresholds
+from qnnlib.kernels import PixelLayer, xnor_gemm
+from qnnlib.kernels.bitplane import pack_bitplanes
 from qnnlib.layers import QuantLinear, squared_hinge_loss
 from qnnlib.models import full_precision_mlp, mnist_mlp, quant_linears
 
@@ -71,7 +72,7 @@ def torch_hidden_bits(model, images):
 
 
 def engine_hidden_bits(engine, images):
-    bits = [engine._pixel_layer(engine._pixels(images))]
+    bits = engine.hidden_bits(images)[:1]
     for layer in engine.layers[1:-1]:
         bits.append(xnor_gemm(bits[-1], layer["weights"], layer["k"],
                               thresholds=layer["thresholds"], flip=layer["flip"]))
@@ -133,7 +134,7 @@ def test_thresholds_match_torch_on_every_integer_including_exact_ties():
         offsets = torch.randint(-k, k + 1, (units,))
         bn.running_mean.copy_(linear.bias + offsets)
     weights = np.where(linear.weight.detach().numpy() >= 0, 1.0, -1.0)
-    thresholds, flip = _hidden_thresholds(weights, linear, bn)
+    thresholds, flip = hidden_thresholds(weights, linear.bias.detach(), bn)
     s = torch.arange(-k, k + 1, dtype=torch.float32)[:, None]
     with torch.no_grad():
         expected = (bn(s + linear.bias) >= 0).numpy()
@@ -154,19 +155,15 @@ def test_pixel_layer_is_the_exact_integer_product():
     signs = rng.choice([-1.0, 1.0], (units, k))
     t = pixels.astype(np.int64) @ signs.T.astype(np.int64)
     flip = rng.random(units) < 0.5
-    panels = prepare_weights(pack_bits(signs)).panels
-    planes = _pack_bitplanes(pixels, 2)
-    sums = pixels.sum(axis=1, dtype=np.int64)
     for step in (0, 1):  # thresholds at some row's exact t, and one above: off-by-ones show
         thresholds = (t[np.arange(units) % rows, np.arange(units)] + step).astype(np.int32)
-        out = np.empty((rows, 2), np.uint64)
-        _bitplane_threshold_layer(planes, panels, sums, thresholds, flip, out)
+        out = PixelLayer(pack_bits(signs), k, thresholds, flip)(pixels)
         np.testing.assert_array_equal(out, pack_bits(np.where((t >= thresholds) != flip, 1, -1)))
 
 
 def test_bitplanes_layout():
     pixels = np.random.default_rng(4).integers(0, 256, (3, 130), dtype=np.uint8)
-    planes = _pack_bitplanes(pixels, 3)  # (rows, plane, words)
+    planes = pack_bitplanes(pixels, 3)  # (rows, plane, words)
     for n in range(8):
         bits = (pixels >> n) & 1
         np.testing.assert_array_equal(planes[:, n], pack_bits(bits.astype(np.int8) * 2 - 1))
@@ -211,15 +208,20 @@ def test_corrupt_or_foreign_files_are_refused(tmp_path):
         BinaryMLP.load(broken)
 
 
-def test_paper_network_file_is_over_31x_smaller_than_float_state_dict(tmp_path):
+def test_file_stores_one_bit_per_weight(tmp_path):
+    """Weights at 1 bit each (32x below float32 when K is a multiple of 64); the file adds
+    only the per-unit thresholds, flip bits, output affine and a small zip overhead."""
     torch.manual_seed(0)
-    model = mnist_mlp().eval()  # 784-4096x3-10, random weights: size does not depend on training
+    model = mnist_mlp(hidden=128, depth=2).eval()  # 784-128-128-10
     engine = BinaryMLP.from_torch(model)
-    torch.save(model.state_dict(), tmp_path / "float.pt")
+    packed = [layer["weights"].nbytes for layer in engine.layers]
+    assert packed == [128 * 13 * 8, 128 * 2 * 8, 10 * 2 * 8]  # ceil(K / 64) words per unit
+    float_weights = [layer.weight.numel() * 4 for layer in quant_linears(model)]
+    assert float_weights[1] / packed[1] == 32 and float_weights[2] / packed[2] == 32
+    per_unit = 2 * (128 * 4 + 128 // 8) + 3 * 10 * 4  # int32 thresholds, flip bits, affine
+    assert engine.nbytes == sum(packed) + per_unit
     engine.save(tmp_path / "packed.npz")
-    ratio = (tmp_path / "float.pt").stat().st_size / (tmp_path / "packed.npz").stat().st_size
-    assert ratio >= 31, ratio
-    assert engine.nbytes <= (tmp_path / "packed.npz").stat().st_size
+    assert engine.nbytes <= (tmp_path / "packed.npz").stat().st_size <= engine.nbytes + 4096
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
     np.testing.assert_array_equal(engine.predict(images), torch_scores(model, images).argmax(1))
 
@@ -242,15 +244,16 @@ def test_inputs_are_validated():
             engine.predict(np.zeros(shape, np.uint8))
 
 
-@pytest.mark.parametrize("model", [
-    mnist_mlp(hidden=16, depth=1, weight_bits=2),
-    mnist_mlp(hidden=16, depth=1, act_bits=2),
-    full_precision_mlp(hidden=16, depth=1),
-    torch.nn.Sequential(torch.nn.Linear(784, 10), torch.nn.BatchNorm1d(10)),
-    mnist_mlp(hidden=16, depth=1)[1:4],
+@pytest.mark.parametrize("model, message", [
+    (mnist_mlp(hidden=16, depth=1, weight_bits=2), "weight quantizer .* is not a sign"),
+    (mnist_mlp(hidden=16, depth=1, act_bits=2), "activation quantizer .* is not a sign"),
+    (full_precision_mlp(hidden=16, depth=1), "activation quantizer HardTanh"),
+    (torch.nn.Sequential(torch.nn.Linear(784, 10), torch.nn.BatchNorm1d(10)),
+     r"expected \(QuantLinear, BatchNorm1d, QuantActivation\)\+ .* got \['Linear'"),
+    (mnist_mlp(hidden=16, depth=1)[1:4], r"got \['QuantLinear', 'BatchNorm1d', 'QuantActivation'\]"),
 ])
-def test_non_binary_models_are_refused(model):
-    with pytest.raises(ValueError):
+def test_non_binary_models_are_refused(model, message):
+    with pytest.raises(DeployError, match=message):
         BinaryMLP.from_torch(model)
 
 
@@ -264,7 +267,7 @@ def test_pixel_thresholds_respect_the_training_scaling():
     torch.manual_seed(2)
     linear, bn = QuantLinear(784, 8), torch.nn.BatchNorm1d(8).eval()
     weights = np.where(linear.weight.detach().numpy() >= 0, 1.0, -1.0)
-    thresholds, flip = _pixel_thresholds(weights, linear, bn)  # gamma = 1, beta = mu = b = 0
+    thresholds, flip = pixel_thresholds(weights, linear.bias.detach(), bn)  # gamma = 1, beta = mu = b = 0
     # fire <=> 2t/255 - sum(W) >= 0 <=> t >= ceil(255 sum(W) / 2)
     np.testing.assert_array_equal(thresholds, np.ceil(255 * weights.sum(1) / 2).astype(np.int32))
     assert not flip.any()

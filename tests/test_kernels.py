@@ -93,7 +93,7 @@ def test_out_and_threads_arguments():
     assert xnor_gemm(a_bits, b_bits, 128, out=out, threads=1) is out
     np.testing.assert_array_equal(out, a @ b.T)
     assert numba.get_num_threads() == before
-    with pytest.raises(ValueError, match="out must be a C-contiguous int32 array of shape"):
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous int32 array of shape"):
         xnor_gemm(a_bits, b_bits, 128, out=np.empty((8, 64), np.int64))
 
 

@@ -13,6 +13,12 @@ are rounded up to integers first, which is exact because every dot is an integer
 The CPU kernel reads B in a column-panel layout. `prepare_weights(b_bits)` builds it
 once (a `PackedWeights`), and `xnor_gemm` accepts that in place of `b_bits`; plain
 `b_bits` still work and are rearranged on every call.
+
+Checks at this boundary (`qnnlib.kernels.checks`) name the argument and what was
+expected; they also refuse padding bits past K that are not zero and `flip` values other
+than 0/1, for both backends. `XnorLayer` and `PixelLayer` (`qnnlib.kernels.layers`) are
+layers prepared once, for repeated calls such as a deployed model's forward pass; the
+pixel layer runs the bit-plane kernel (`qnnlib.kernels.bitplane`) on uint8 inputs.
 """
 from __future__ import annotations
 
@@ -20,9 +26,11 @@ import contextlib
 
 import numpy as np
 
-from qnnlib.bitpack import WORD_BITS, words_for
+from qnnlib.bitpack import words_for
+from qnnlib.kernels import checks
 
-__all__ = ["PackedWeights", "numba_threads", "prepare_weights", "xnor_gemm"]
+__all__ = ["PackedWeights", "PixelLayer", "XnorLayer", "numba_threads", "prepare_weights",
+           "xnor_gemm"]
 
 VARIANTS = ("auto", "tensor_core", "cuda_core")
 
@@ -32,11 +40,14 @@ class PackedWeights:
 
     Made by `prepare_weights`; `shape` is that of the `b_bits` it came from, (N, W).
     `panels` is the kernel's layout (see `qnnlib.kernels.cpu.prepare_panels`).
+    `padding_from` is the lowest K whose padding bits are all zero in every row: K values
+    from it up to 64 W are valid with these weights.
     """
 
-    def __init__(self, panels: np.ndarray, n: int):
+    def __init__(self, panels: np.ndarray, n: int, padding_from: int = 0):
         self.panels = panels
         self.n = int(n)
+        self.padding_from = int(padding_from)
 
     @property
     def n_words(self) -> int:
@@ -61,10 +72,15 @@ def prepare_weights(b_bits) -> PackedWeights:
         return b_bits
     if not isinstance(b_bits, np.ndarray):
         raise TypeError(f"prepare_weights takes a NumPy uint64 array, got {type(b_bits).__name__}")
-    _check_bits("b_bits", b_bits)
+    checks.check_bits("b_bits", b_bits)
     from qnnlib.kernels import cpu
 
-    return PackedWeights(cpu.prepare_panels(np.ascontiguousarray(b_bits)), b_bits.shape[0])
+    last = b_bits[:, -1]
+    # the highest set bit of the last words: K must reach past it
+    top = int(np.bitwise_or.reduce(last)) if len(last) else 0
+    padding_from = 64 * (b_bits.shape[1] - 1) + max(top.bit_length(), 1)
+    return PackedWeights(cpu.prepare_panels(np.ascontiguousarray(b_bits)), b_bits.shape[0],
+                         padding_from)
 
 
 def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, threads=None,
@@ -79,21 +95,9 @@ def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, thread
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if isinstance(b_bits, PackedWeights) and not isinstance(a_bits, np.ndarray):
-        raise TypeError(
-            "PackedWeights are for the CPU kernel: a_bits must be a NumPy array, got "
-            f"{type(a_bits).__name__}"
-        )
-    on_gpu = _is_cupy(a_bits) or _is_cupy(b_bits)
+    on_gpu = _check_kinds(a_bits, b_bits)
     xp = _cupy() if on_gpu else np
-    if on_gpu and not (_is_cupy(a_bits) and _is_cupy(b_bits)):
-        raise TypeError("a_bits and b_bits must both be NumPy arrays or both CuPy arrays")
-    if not on_gpu and not (isinstance(a_bits, np.ndarray)
-                           and isinstance(b_bits, (np.ndarray, PackedWeights))):
-        raise TypeError(
-            "xnor_gemm takes NumPy (CPU) or CuPy (GPU) uint64 arrays, got "
-            f"{type(a_bits).__name__} and {type(b_bits).__name__}"
-        )
+    threads = checks.check_threads(threads)
     a_bits, b_bits, k = _validated_operands(xp, a_bits, b_bits, k)
     m, n = a_bits.shape[0], b_bits.shape[0]
     if thresholds is None:
@@ -102,8 +106,10 @@ def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, thread
         out = _output(xp, out, (m, n), np.int32)
         epilogue = None
     else:
-        epilogue = _validated_epilogue(xp, thresholds, flip, n, k)
+        epilogue = (checks.check_thresholds(xp, thresholds, n, k), checks.check_flip(xp, flip, n))
         out = _output(xp, out, (m, words_for(n)), np.uint64)
+    if m == 0 or n == 0:  # nothing to compute (and an empty CUDA grid is an invalid launch)
+        return out
     if on_gpu:
         from qnnlib.kernels import cuda
 
@@ -124,70 +130,51 @@ def _cpu_gemm(a_bits, b_bits, k, epilogue, out, threads):
     return out
 
 
-def _check_bits(name, bits):
-    if bits.dtype != np.uint64:
-        raise TypeError(f"{name} must be uint64 packed words (see pack_bits), got {bits.dtype}")
-    if bits.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, words), got shape {tuple(bits.shape)}")
+def _check_kinds(a_bits, b_bits) -> bool:
+    """True for CuPy operands, False for NumPy ones; TypeError for any other mix."""
+    if isinstance(b_bits, PackedWeights) and not isinstance(a_bits, np.ndarray):
+        raise TypeError(
+            "PackedWeights are for the CPU kernel: a_bits must be a NumPy array, got "
+            f"{type(a_bits).__name__}"
+        )
+    on_gpu = _is_cupy(a_bits) or _is_cupy(b_bits)
+    if on_gpu and not (_is_cupy(a_bits) and _is_cupy(b_bits)):
+        raise TypeError("a_bits and b_bits must both be NumPy arrays or both CuPy arrays")
+    if not on_gpu and not (isinstance(a_bits, np.ndarray)
+                           and isinstance(b_bits, (np.ndarray, PackedWeights))):
+        raise TypeError(
+            "xnor_gemm takes NumPy (CPU) or CuPy (GPU) uint64 arrays, got "
+            f"{type(a_bits).__name__} and {type(b_bits).__name__}"
+        )
+    return on_gpu
 
 
 def _validated_operands(xp, a_bits, b_bits, k):
-    _check_bits("a_bits", a_bits)
+    checks.check_bits("a_bits", a_bits)
     if not isinstance(b_bits, PackedWeights):
-        _check_bits("b_bits", b_bits)
+        checks.check_bits("b_bits", b_bits)
     if a_bits.shape[1] != b_bits.shape[1]:
         raise ValueError(
             f"a_bits and b_bits must have the same number of words along K, got "
             f"{a_bits.shape[1]} and {b_bits.shape[1]}"
         )
-    n_words = a_bits.shape[1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}")
-    k = int(k)
-    if n_words == 0 or not WORD_BITS * (n_words - 1) < k <= WORD_BITS * n_words:
-        raise ValueError(
-            f"k={k} is out of range for {n_words} words per row: need "
-            f"{WORD_BITS * (n_words - 1)} < k <= {WORD_BITS * n_words}"
-        )
-    if not isinstance(b_bits, PackedWeights):
+    k = checks.check_k(k, a_bits.shape[1])
+    checks.check_padding(xp, "a_bits", a_bits, k)
+    if isinstance(b_bits, PackedWeights):
+        if k < b_bits.padding_from:
+            raise ValueError(
+                f"b_bits has nonzero padding bits past k={k} in its last word; pack with "
+                "pack_bits, which leaves them zero")
+    else:
+        checks.check_padding(xp, "b_bits", b_bits, k)
         b_bits = xp.ascontiguousarray(b_bits)
     return xp.ascontiguousarray(a_bits), b_bits, k
-
-
-def _validated_epilogue(xp, thresholds, flip, n, k):
-    thresholds = xp.asarray(thresholds)
-    if thresholds.shape != (n,):
-        raise ValueError(f"thresholds must have shape ({n},), got {tuple(thresholds.shape)}")
-    if thresholds.dtype.kind == "f":
-        if bool(xp.isnan(thresholds).any()):
-            raise ValueError("thresholds contain NaN")
-        # dot >= t  <=>  dot >= ceil(t) for integer dots; clipping to [-k, k+1] keeps
-        # "always" and "never" while making int32 safe.
-        thresholds = xp.clip(xp.ceil(thresholds), -k, k + 1)
-    elif thresholds.dtype.kind in "iu":
-        thresholds = xp.clip(thresholds.astype(np.int64), -k, k + 1)
-    else:
-        raise TypeError(f"thresholds must be integer or float, got {thresholds.dtype}")
-    thresholds = xp.ascontiguousarray(thresholds.astype(np.int32))
-    if flip is None:
-        flip = xp.zeros(n, dtype=np.bool_)
-    flip = xp.asarray(flip)
-    if flip.shape != (n,):
-        raise ValueError(f"flip must have shape ({n},), got {tuple(flip.shape)}")
-    if flip.dtype != np.bool_:
-        raise TypeError(f"flip must be boolean, got {flip.dtype}")
-    return thresholds, xp.ascontiguousarray(flip)
 
 
 def _output(xp, out, shape, dtype):
     if out is None:
         return xp.empty(shape, dtype=dtype)
-    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError(
-            f"out must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}, got "
-            f"{out.dtype} {tuple(out.shape)}"
-        )
-    return out
+    return checks.check_out(out, shape, dtype)
 
 
 @contextlib.contextmanager
@@ -217,3 +204,6 @@ def _cupy():
     import cupy
 
     return cupy
+
+
+from qnnlib.kernels.layers import PixelLayer, XnorLayer  # noqa: E402  (they use PackedWeights)

@@ -19,10 +19,8 @@ per 8 words are the bound: on the development EPYC (Zen 5) the micro-kernel runs
 Without AVX-512 VPOPCNTDQ, LLVM lowers the same vector IR to narrower instructions:
 still exact, only slower.
 
-Why hand-written vector IR: written as scalar Numba code over the 8 lanes, LLVM's loop
-vectoriser prefers to vectorise along w with strided panel loads and spills most
-accumulators. The micro-kernel is therefore an `@intrinsic` that emits `<8 x i64>`
-operations directly; Numba keeps the loops around it.
+Why hand-written vector IR, and the pieces it shares with the bit-plane kernel: see
+`qnnlib.kernels.vector_ir`.
 
 Blocking and threads. Work is split into units of (a chunk of rows of A) x (64 columns
 = 8 panels = one word of the packed epilogue). The row chunk is sized so that its part
@@ -34,37 +32,18 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
-LANES = 8  # uint64 lanes of an AVX-512 register = columns of one panel
+from qnnlib.kernels.vector_ir import (I32, I64, LANES, V32, accumulate_popcounts, fire_bits,
+                                      is_c_array, lane_flips, lane_thresholds, panel_pointers,
+                                      splat, zero_accumulators)
+
 ROWS = 4  # rows of A per micro-tile
 PANELS = 4  # panels of B per micro-tile
 BLOCK_COLS = 64  # columns per work unit: one uint64 word of the packed epilogue
 BLOCK_PANELS = BLOCK_COLS // LANES
 A_CHUNK_BYTES = 256 * 1024  # part of A a unit walks over: well inside a 1 MiB L2
-
-_I8 = ir.IntType(8)
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_V64 = ir.VectorType(_I64, LANES)
-_V32 = ir.VectorType(_I32, LANES)
-_V8 = ir.VectorType(_I8, LANES)
-
-
-@intrinsic
-def popcount64(typingctx, word):
-    """`llvm.ctpop.i64`: Numba has no popcount of its own."""
-    if word != types.uint64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
-
-    return types.uint64(types.uint64), codegen
-
 
 _jit = numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False)
 _parallel_jit = numba.njit(parallel=True, cache=True, fastmath=True, boundscheck=False)
@@ -103,19 +82,6 @@ def _fill_panels(b_bits, panels):
 # --- the micro-kernel --------------------------------------------------------------------
 
 
-def _splat(builder, value, vector_type):
-    """Broadcast a scalar to every lane (becomes vpbroadcastq / an embedded {1to8})."""
-    lane0 = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, _I32(0))
-    zeros = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-    return builder.shuffle_vector(lane0, ir.Constant(vector_type, ir.Undefined), zeros)
-
-
-def _is_array(ty, dtype, ndim):
-    """The micro-kernel computes addresses itself, so it takes C-contiguous arrays only."""
-    return (isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == ndim
-            and ty.layout == "C")
-
-
 def _micro_kernel(rows: int, panels: int):
     """Intrinsic for a `rows` x (8 * `panels`) tile of dots over all of K.
 
@@ -132,9 +98,9 @@ def _micro_kernel(rows: int, panels: int):
     @intrinsic
     def tile(typingctx, a, a_row, b, panel0, k, thresholds, flip, dst, dst_row, dst_col):
         ok = (
-            _is_array(a, types.uint64, 2) and _is_array(b, types.uint64, 3)
-            and _is_array(thresholds, types.int32, 1) and _is_array(flip, types.boolean, 1)
-            and (_is_array(dst, types.int32, 2) or _is_array(dst, types.uint8, 2))
+            is_c_array(a, types.uint64, 2) and is_c_array(b, types.uint64, 3)
+            and is_c_array(thresholds, types.int32, 1) and is_c_array(flip, types.boolean, 1)
+            and (is_c_array(dst, types.int32, 2) or is_c_array(dst, types.uint8, 2))
         )
         if not ok:
             return None
@@ -146,39 +112,16 @@ def _micro_kernel(rows: int, panels: int):
             a_arr = context.make_array(sig.args[0])(context, builder, a_val)
             b_arr = context.make_array(sig.args[2])(context, builder, b_val)
             n_words = builder.extract_value(a_arr.shape, 1)
+            a_ptrs = [builder.gep(a_arr.data, [builder.mul(builder.add(a_row, I64(r)), n_words)])
+                      for r in range(rows)]
+            acc = zero_accumulators(builder, rows, panels)
+            accumulate_popcounts(builder, acc, a_ptrs,
+                                 panel_pointers(builder, b_arr.data, panel0, n_words, panels),
+                                 n_words, builder.xor)
 
-            def a_row_ptr(r):
-                return builder.gep(a_arr.data, [builder.mul(builder.add(a_row, _I64(r)), n_words)])
-
-            def panel_ptr(p):
-                start = builder.mul(builder.add(panel0, _I64(p)), builder.mul(n_words, _I64(LANES)))
-                return builder.bitcast(builder.gep(b_arr.data, [start]), _V64.as_pointer())
-
-            a_ptrs = [a_row_ptr(r) for r in range(rows)]
-            b_ptrs = [panel_ptr(p) for p in range(panels)]
-            # Accumulators live in allocas that LLVM promotes to zmm registers.
-            zero = ir.Constant(_V64, [0] * LANES)
-            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(panels)]
-                   for _ in range(rows)]
-            ctpop = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_V64, [_V64]), "llvm.ctpop.v8i64")
-
-            with cgutils.for_range(builder, n_words) as loop:
-                w = loop.index
-                # align=8 only: prepare_panels aligns panels to cache lines, but a panel
-                # array from elsewhere may not be, and unaligned zmm loads cost nothing
-                # extra when the data happens to be aligned.
-                b_words = [builder.load(builder.gep(b_ptrs[p], [w]), align=8)
-                           for p in range(panels)]
-                for r in range(rows):
-                    a_word = _splat(builder, builder.load(builder.gep(a_ptrs[r], [w])), _V64)
-                    for p in range(panels):
-                        ones = builder.call(ctpop, [builder.xor(a_word, b_words[p])])
-                        builder.store(builder.add(builder.load(acc[r][p]), ones), acc[r][p])
-
-            # dot = k - 2 * mismatches, in int32 lanes (|dot| <= k < 2**31).
-            k_lanes = _splat(builder, builder.trunc(k, _I32), _V32)
-            one = _splat(builder, _I32(1), _V32)
+            # dot = k - 2 * mismatches, in int32 lanes (|dot| <= k < 2**30).
+            k_lanes = splat(builder, builder.trunc(k, I32), V32)
+            one = splat(builder, I32(1), V32)
             dst_arr = context.make_array(sig.args[7])(context, builder, dst_val)
             dst_cols = builder.extract_value(dst_arr.shape, 1)
             packed = sig.args[7].dtype == types.uint8
@@ -186,24 +129,19 @@ def _micro_kernel(rows: int, panels: int):
                 t_arr = context.make_array(sig.args[5])(context, builder, t_val)
                 f_arr = context.make_array(sig.args[6])(context, builder, f_val)
             for r in range(rows):
-                row = builder.add(dst_row, _I64(r))
+                row = builder.add(dst_row, I64(r))
                 dst_row_ptr = builder.gep(dst_arr.data, [builder.mul(row, dst_cols)])
                 for p in range(panels):
-                    mismatches = builder.trunc(builder.load(acc[r][p]), _V32)
+                    mismatches = builder.trunc(builder.load(acc[r][p]), V32)
                     dots = builder.sub(k_lanes, builder.shl(mismatches, one))
                     if not packed:
-                        ptr = builder.gep(dst_row_ptr, [builder.add(dst_col, _I64(LANES * p))])
-                        builder.store(dots, builder.bitcast(ptr, _V32.as_pointer()), align=4)
+                        ptr = builder.gep(dst_row_ptr, [builder.add(dst_col, I64(LANES * p))])
+                        builder.store(dots, builder.bitcast(ptr, V32.as_pointer()), align=4)
                         continue
-                    first = builder.mul(builder.add(panel0, _I64(p)), _I64(LANES))
-                    t_ptr = builder.bitcast(builder.gep(t_arr.data, [first]), _V32.as_pointer())
-                    f_ptr = builder.bitcast(builder.gep(f_arr.data, [first]), _V8.as_pointer())
-                    fire = builder.icmp_signed(">=", dots, builder.load(t_ptr, align=4))
-                    flips = builder.icmp_unsigned("!=", builder.load(f_ptr, align=1),
-                                                  ir.Constant(_V8, [0] * LANES))
-                    # <8 x i1> -> i8 is a move out of the compare's mask register.
-                    bits = builder.bitcast(builder.xor(fire, flips), _I8)
-                    builder.store(bits, builder.gep(dst_row_ptr, [builder.add(dst_col, _I64(p))]))
+                    first = builder.mul(builder.add(panel0, I64(p)), I64(LANES))
+                    fire = builder.icmp_signed(">=", dots, lane_thresholds(builder, t_arr.data, first))
+                    bits = fire_bits(builder, fire, lane_flips(builder, f_arr.data, first))
+                    builder.store(bits, builder.gep(dst_row_ptr, [builder.add(dst_col, I64(p))]))
             return context.get_dummy_value()
 
         return signature, codegen

@@ -1,0 +1,191 @@
+"""The BinaryMLP file: one uncompressed .npz (packed bits do not compress).
+
+Arrays: `meta` (UTF-8 JSON as uint8: format, version, input_scaling, input_map,
+in_features, k and units per layer), `weights{i}` (uint64 (units, ceil(k / 64))),
+`thresholds{i}` (int32 (units,)) and `flip{i}` (np.packbits of the bool flips) for every
+layer but the last, and the float32 output affine `out_bias`, `out_scale`, `out_shift`.
+
+Safety. Reading never runs code from the file (`np.load(allow_pickle=False)`, so object
+arrays and pickles are refused). Every array is checked against the metadata and the
+model's invariants (`check_model`): a truncated, hand-edited or foreign file, or one from
+a newer format version, is a `DeployError` that names the problem. Writing goes to a
+temporary file in the same folder, renamed over the target only once complete, so a
+failed save never leaves a half-written file where a good one was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from qnnlib.bitpack import words_for
+from qnnlib.deploy.errors import DeployError
+from qnnlib.kernels import checks
+
+FORMAT = "qnnlib.deploy.BinaryMLP"
+FORMAT_VERSION = 1
+# name -> the map from uint8 pixels x to the network's training input
+INPUT_SCALINGS = {"symmetric": "2*x/255 - 1"}
+INT32_MIN = np.iinfo(np.int32).min
+# |t| bound of the pixel layer's folded thresholds: 255 k plus the folding's search margin
+PIXEL_MARGIN = 16
+_META_KEYS = {"format", "version", "input_scaling", "input_map", "in_features", "k", "units"}
+
+
+def save(path, layers, out_affine, in_features, input_scaling) -> None:
+    """Write the model atomically: temp file in the target's folder, then os.replace."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path)
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "input_scaling": input_scaling,
+            "input_map": INPUT_SCALINGS[input_scaling], "in_features": in_features,
+            "k": [layer["k"] for layer in layers],
+            "units": [int(layer["weights"].shape[0]) for layer in layers]}
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+              **dict(zip(("out_bias", "out_scale", "out_shift"), out_affine))}
+    for i, layer in enumerate(layers):
+        arrays[f"weights{i}"] = layer["weights"]
+        if layer["thresholds"] is not None:
+            arrays[f"thresholds{i}"] = layer["thresholds"]
+            arrays[f"flip{i}"] = np.packbits(layer["flip"])
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:  # a file object: np.savez would append ".npz" to a name
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def load(path) -> dict:
+    """The keyword arguments of `BinaryMLP` from a file written by `save`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DeployError(f"{path} is not a readable BinaryMLP file (.npz expected): {err}") from err
+    if "meta" not in arrays:
+        raise DeployError(f"{path} is not a BinaryMLP file: no metadata")
+    try:
+        return _from_arrays(arrays)
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as err:
+        raise DeployError(f"{path} is not a valid BinaryMLP file: {err}") from err
+
+
+def _from_arrays(arrays: dict) -> dict:
+    meta = _meta(arrays["meta"])
+    layers, expected = [], {"meta", "out_bias", "out_scale", "out_shift"}
+    last = len(meta["k"]) - 1
+    for i, (k, units) in enumerate(zip(meta["k"], meta["units"])):
+        weights = _array(arrays, f"weights{i}", np.uint64, (units, words_for(k)))
+        thresholds = flip = None
+        if i < last:
+            thresholds = _array(arrays, f"thresholds{i}", np.int32, (units,))
+            packed = _array(arrays, f"flip{i}", np.uint8, ((units + 7) // 8,))
+            flip = np.unpackbits(packed, count=units).astype(bool)
+            if np.unpackbits(packed)[units:].any():
+                raise ValueError(f"flip{i} has bits set past its {units} units")
+            expected |= {f"thresholds{i}", f"flip{i}"}
+        expected.add(f"weights{i}")
+        layers.append({"weights": weights, "k": k, "thresholds": thresholds, "flip": flip})
+    unexpected = sorted(set(arrays) - expected)
+    if unexpected:
+        raise ValueError(f"unexpected arrays {unexpected}")
+    out_affine = [_array(arrays, name, np.float32, (meta["units"][-1],))
+                  for name in ("out_bias", "out_scale", "out_shift")]
+    model = {"layers": layers, "out_bias": out_affine[0], "out_scale": out_affine[1],
+             "out_shift": out_affine[2], "in_features": meta["in_features"],
+             "input_scaling": meta["input_scaling"]}
+    check_model(**model)
+    return model
+
+
+def _meta(raw: np.ndarray) -> dict:
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"meta must be 1-D uint8 (UTF-8 JSON), got {raw.dtype} {raw.shape}")
+    meta = json.loads(raw.tobytes().decode("utf-8"))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"format is {found!r}, expected {FORMAT!r}")
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"format version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"format version {version} is newer than this reader's ({FORMAT_VERSION}); "
+                         "upgrade qnnlib to read it")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"format version {version} is not supported (this is {FORMAT_VERSION})")
+    if set(meta) != _META_KEYS:
+        raise ValueError(f"meta keys are {sorted(meta)}, expected {sorted(_META_KEYS)}")
+    ks, units = meta["k"], meta["units"]
+    if not (isinstance(ks, list) and isinstance(units, list) and len(ks) == len(units) >= 2
+            and all(_positive_int(v) for v in ks + units) and _positive_int(meta["in_features"])):
+        raise ValueError(f"meta k {ks!r} and units {units!r} must be equal-length lists (2 or "
+                         f"more layers) of positive integers, in_features {meta['in_features']!r} too")
+    if meta["input_scaling"] not in INPUT_SCALINGS or \
+            meta["input_map"] != INPUT_SCALINGS[meta["input_scaling"]]:
+        raise ValueError(f"unknown input scaling {meta['input_scaling']!r} / map {meta['input_map']!r}")
+    return meta
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _array(arrays, name, dtype, shape) -> np.ndarray:
+    array = arrays[name]
+    if array.dtype != dtype or array.shape != shape:
+        raise ValueError(f"{name} is {array.dtype} {array.shape}, expected {np.dtype(dtype).name} {shape}")
+    return array
+
+
+def check_model(layers, out_bias, out_scale, out_shift, in_features, input_scaling) -> None:
+    """The invariants every BinaryMLP holds (ValueError naming the first one broken):
+    layer sizes chain from in_features, packed weights have zero padding bits, hidden
+    thresholds lie in [-k, k + 1] (pixel layer: within 255 k + margin, or INT32_MIN for a
+    constant unit), and the output affine is finite float32 of the output width."""
+    if input_scaling not in INPUT_SCALINGS:
+        raise ValueError(f"unknown input_scaling {input_scaling!r}; known: {sorted(INPUT_SCALINGS)}")
+    if len(layers) < 2:
+        raise ValueError(f"a BinaryMLP has at least 2 layers, got {len(layers)}")
+    fan_in = in_features
+    for i, layer in enumerate(layers):
+        weights, k = layer["weights"], layer["k"]
+        if k != fan_in:
+            raise ValueError(f"layer {i} has fan-in k={k} but the previous width is {fan_in}")
+        if weights.dtype != np.uint64 or weights.ndim != 2 or weights.shape[1] != words_for(k):
+            raise ValueError(f"weights{i} must be uint64 (units, {words_for(k)}), got "
+                             f"{weights.dtype} {weights.shape}")
+        checks.check_padding(np, f"weights{i}", weights, k)
+        fan_in = weights.shape[0]
+        if i < len(layers) - 1:
+            _check_epilogue(i, layer, fan_in)
+    for name, array in (("out_bias", out_bias), ("out_scale", out_scale), ("out_shift", out_shift)):
+        if array.dtype != np.float32 or array.shape != (fan_in,) or not np.isfinite(array).all():
+            raise ValueError(f"{name} must be finite float32 of shape ({fan_in},)")
+
+
+def _check_epilogue(i, layer, units) -> None:
+    thresholds, flip, k = layer["thresholds"], layer["flip"], layer["k"]
+    if thresholds is None or thresholds.dtype != np.int32 or thresholds.shape != (units,):
+        raise ValueError(f"thresholds{i} must be int32 of shape ({units},)")
+    if flip is None or flip.dtype != np.bool_ or flip.shape != (units,):
+        raise ValueError(f"flip{i} must be bool of shape ({units},)")
+    low, high = (-k, k + 1) if i else (-255 * k - PIXEL_MARGIN, 255 * k + PIXEL_MARGIN)
+    outside = (thresholds < low) | (thresholds > high)
+    if i == 0:
+        outside &= thresholds != INT32_MIN
+    if outside.any():
+        raise ValueError(f"thresholds{i} has values outside [{low}, {high}] that disagree with k={k}")
