@@ -11,8 +11,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[pipeline,test]"
+	$(BIN)/pip install --quiet -e ".[pipeline,test,book]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (qnnlib)"
+	$(BIN)/pip download --quiet --no-deps --dest $(VENV)/wheels "cffconvert==2.0.0"
+	-$(MAKE) --no-print-directory git-filters browser-deps
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -26,6 +28,33 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
+
+# --- The reader's path (README "The notebooks", "How to cite") ----------------------------
+.PHONY: book plots browser-deps git-filters
+BOOK := book/_build
+
+# The executed notebooks, figures and claims as a static site and a PDF; nothing re-executed.
+book: $(STAMP)
+	$(BIN)/sphinx-build -q -c book . $(BOOK)/html
+	$(BIN)/python book/browser.py $(BOOK)/html $(BOOK)/qnn-replication.pdf
+	@echo "site: $(BOOK)/html/index.html   PDF: $(BOOK)/qnn-replication.pdf"
+
+# dvc.yaml's plots as PNG/SVG (Vega bundled by vl-convert): offline, unlike `dvc plots show`.
+plots: $(STAMP)
+	$(BIN)/python scripts/offline_plots.py --out dvc_plots/offline
+
+# Source notebooks are committed without outputs: nbstripout as a git filter for
+# notebooks/*.ipynb only (.gitattributes); cell ids kept. Outside a git checkout: nothing.
+git-filters:
+	$(BIN)/nbstripout --install --attributes .gitattributes
+	git config filter.nbstripout.clean '"$(abspath $(BIN))/python" -m nbstripout --keep-id'
+
+# Debian's Chromium for the browser tests and the book's PDF (needs root and apt-get;
+# without it the browser tests skip, saying why).
+browser-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "browser-deps: could not install chromium (needs root and apt-get); browser tests will skip"
 
 clean-venv:
 	rm -rf $(VENV)

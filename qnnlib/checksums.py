@@ -92,7 +92,8 @@ def file_problem(path: Path, spec: IdxFile, dataset: str) -> str | None:
         with open(path, "rb") as handle:
             magic = int.from_bytes(handle.read(4), "big")
         if magic != spec.magic:
-            return f"not an IDX {'image' if spec.is_images else 'label'} file: magic number {magic}, expected {spec.magic}"
+            kind = "image" if spec.is_images else "label"
+            return f"not an IDX {kind} file: magic number {magic}, expected {spec.magic}"
         actual = digest(path)
     except FileNotFoundError:
         return "is a broken symbolic link"

@@ -163,7 +163,8 @@ def gunzip(archive: Path, out: Path, limit: int) -> None:
                 if written > limit:
                     break  # the size check in `install` reports it as too long
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # gzip reports truncation as EOFError
-        raise DataError(f"{archive} is truncated or not a valid gzip archive ({err}). {MIRROR_ADVICE}") from err
+        raise DataError(f"{archive} is truncated or not a valid gzip archive ({err}). "
+                        f"{MIRROR_ADVICE}") from err
     except OSError as err:
         raise DataError(f"{archive} cannot be read or decompressed into {out.parent} ({err}). "
                         f"{MIRROR_ADVICE}") from err
@@ -174,9 +175,12 @@ def install(staged: Path, target: Path, spec: IdxFile, dataset: str, source, adv
     problem = file_problem(staged, spec, dataset)
     if problem:
         raise DataError(f"{source}: {problem}. {advice}")
-    with open(staged, "rb+") as handle:
-        os.fsync(handle.fileno())  # the rename that follows must not expose unwritten data
-    os.replace(staged, target)
+    try:
+        with open(staged, "rb+") as handle:
+            os.fsync(handle.fileno())  # the rename that follows must not expose unwritten data
+        os.replace(staged, target)
+    except OSError as err:  # e.g. a folder appeared under that name meanwhile
+        raise DataError(f"cannot install {target} from {source} ({err}). {ROOT_ADVICE}") from err
 
 
 def download_files(stage: Path, raw: Path, dataset: str, specs: list[IdxFile]) -> None:
