@@ -107,10 +107,11 @@ def test_cli_trains_several_sections_side_by_side(tmp_path, monkeypatch):
     assert twin["model"]["kind"] == "full_precision"
 
 
-def test_cli_refuses_out_name_with_several_sections(tmp_path):
-    with pytest.raises(SystemExit):
+def test_cli_refuses_out_name_with_several_sections(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="2"):
         cli.main(["--config", str(write_params(tmp_path)), "--section", "a", "--section", "b",
                   "--out-name", "x"])
+    assert "name one run: give a single --section" in capsys.readouterr().err
 
 
 # --- reproducibility (issue 9.2) and the checkpoint/weights clash (issue 9.3) ----------

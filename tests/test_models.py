@@ -95,11 +95,11 @@ def test_build_model_kinds_and_validation():
     assert isinstance(quant_linears(twin)[0].weight_quantizer, Identity)
     with pytest.raises(ValueError, match="learning_rate"):
         build_model({**SMALL, "learning_rate": 0.003})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kind must be one of"):
         build_model({**SMALL, "kind": "cnn"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bits must be an integer in 1..32, got 33"):
         mnist_mlp(**SMALL, weight_bits=33)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mode must be one of"):
         mnist_mlp(**SMALL, act_mode="random")
 
 

@@ -269,9 +269,9 @@ def test_shift_adamax_skips_params_without_grad_and_checks_args():
     theta = torch.ones(3, requires_grad=True)
     ShiftAdaMax([theta]).step()
     assert theta.detach().tolist() == [1.0, 1.0, 1.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="lr must be >= 0, got -1.0"):
         ShiftAdaMax([theta], lr=-1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"betas must lie in \[0, 1\)"):
         ShiftAdaMax([theta], betas=(0.9, 1.0))
 
 
