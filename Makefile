@@ -58,3 +58,22 @@ browser-deps:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# --- GPU (README "On a GPU"): the node's own python3 (torch, CuPy, numba, pandas, pyyaml,
+# pytest), the checkout on the path, nothing installed. `make gpu-data` first, on a machine
+# that has the MNIST mirror ($QNN_DATA_MIRROR): it copies the .gz files to data/mirror/mnist.
+GPU_PY ?= env PYTHONPATH=. python3
+.PHONY: gpu gpu-train gpu-dry-run gpu-data
+
+gpu-data:
+	$(GPU_PY) benchmarks/gpu.py data
+
+gpu:
+	$(GPU_PY) -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_kernels.py
+	$(GPU_PY) benchmarks/gpu.py bench
+
+gpu-train:
+	$(GPU_PY) benchmarks/gpu.py train
+
+gpu-dry-run:
+	$(GPU_PY) benchmarks/gpu.py dry-run

@@ -3,6 +3,8 @@
     python3 benchmarks/gpu.py data  [--mirror DIR]   # copy the MNIST .gz files into data/mirror/mnist
     python3 benchmarks/gpu.py bench [--dry-run] [--out DIR]
     python3 benchmarks/gpu.py train [--dry-run] [--budget SECONDS]
+    (--dry-run [--scratch DIR]: tiny sizes on the CPU, outputs under DIR)
+    python3 benchmarks/gpu.py dry-run [--scratch DIR]  # all of it, in one process (CI)
 
 Runs from the checkout with only the numerical stack (torch, numpy, CuPy, numba, pandas,
 tqdm, pyyaml): no DVC, papermill or Jupyter, and it installs nothing.
@@ -56,9 +58,11 @@ TRAIN_BUDGET_S = 500  # < 8.5 minutes of training per call; a call must end befo
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("data", "bench", "train"))
+    parser.add_argument("command", choices=("data", "bench", "train", "dry-run"))
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes on the CPU, outputs in a temporary folder")
+    parser.add_argument("--scratch", help="dry run: the folder for its results/ and "
+                        "checkpoints/ (default: a new temporary folder); reuse it to resume")
     parser.add_argument("--out", help="folder for the JSON (default: results/benchmarks)")
     parser.add_argument("--mirror", help="folder of the MNIST .gz files (data)")
     parser.add_argument("--budget", type=float, default=TRAIN_BUDGET_S,
@@ -68,13 +72,25 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "data":
         return copy_mnist(args.mirror)
+    if args.command == "dry-run":
+        return dry_run(args.scratch or tempfile.mkdtemp(prefix="qnn-gpu-dry-run-"))
     if args.dry_run:
-        scratch = Path(tempfile.mkdtemp(prefix="qnn-gpu-dry-run-"))
+        scratch = Path(args.scratch or tempfile.mkdtemp(prefix="qnn-gpu-dry-run-"))
         for variable, folder in (("QNN_RESULTS_DIR", "results"), ("QNN_CHECKPOINT_DIR", "checkpoints")):
             os.environ[variable] = str(scratch / folder)
         print(f"dry run: outputs under {scratch}")
     _use_local_mirror()
     return bench(args) if args.command == "bench" else train(args)
+
+
+def dry_run(scratch: str) -> int:
+    """`train` cut by its budget after one epoch, `train` resuming it, then `bench` on the
+    model it trained: every line of `make gpu-train` and `make gpu`, on the CPU."""
+    for argv in (["train", "--budget", "0"], ["train"], ["bench", "--min-run-time", "0.001"]):
+        status = main([*argv, "--dry-run", "--scratch", scratch])
+        if status:
+            return status
+    return 0
 
 
 def copy_mnist(mirror: str | None) -> int:
