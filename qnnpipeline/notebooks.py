@@ -12,19 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
+from qnnlib.provenance import provenance
+
 from . import paths
+from .runs import write_json
 from .params import notebook_params, notebook_section  # noqa: F401 (re-exported)
 
 VOLATILE_METADATA = ("start_time", "end_time", "duration", "exception", "iopub.execute_input",
                      "iopub.status.busy", "iopub.status.idle", "shell.execute_reply", "execution")
 
 
-def strip_volatile_metadata(notebook_path: Path) -> None:
+def strip_volatile_metadata(notebook_path: Path, record: dict | None = None) -> None:
     """Remove run timestamps and durations, and make paths relative to the project, so
-    executed notebooks diff cleanly and say nothing about the machine they ran on."""
+    executed notebooks diff cleanly; store the run's provenance `record` (commit,
+    packages, hardware, threads, wall time) in the notebook's metadata instead."""
     nb = json.loads(notebook_path.read_text())
+    if record is not None:
+        nb.setdefault("metadata", {})["qnn_provenance"] = record
     run = nb.get("metadata", {}).get("papermill", {})
     run.update({key: None for key in ("start_time", "end_time", "duration")})
     for key in ("input_path", "output_path"):  # where the checkout lives is nobody's business
@@ -66,6 +73,7 @@ def run_notebook(name: str, parameters: dict | None = None, output_dir: Path | N
     executed = output_dir / source.name
     # The kernel inherits this process's environment: QNN_PIPELINE_RUN tells qnnpipeline.paths
     # that the pipeline runs the notebook, so it writes results/ (not scratch/, as interactively).
+    start = time.perf_counter()
     previous = os.environ.get(paths.PIPELINE_RUN)
     os.environ[paths.PIPELINE_RUN] = "1"
     try:
@@ -76,8 +84,20 @@ def run_notebook(name: str, parameters: dict | None = None, output_dir: Path | N
             os.environ.pop(paths.PIPELINE_RUN, None)
         else:
             os.environ[paths.PIPELINE_RUN] = previous
-    strip_volatile_metadata(executed)
+    record = provenance(threads=(parameters or {}).get("threads"),
+                        wall_seconds=time.perf_counter() - start)
+    strip_volatile_metadata(executed, record)
+    stamp_metrics(name, record)
     return executed
+
+
+def stamp_metrics(name: str, record: dict) -> None:
+    """Add the run's provenance to the notebook's metrics file, results/metrics/<name>.json."""
+    metrics_path = paths.results("metrics", f"{name}.json")
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["provenance"] = record
+        write_json(metrics_path, metrics)
 
 
 def main(argv=None) -> None:

@@ -6,6 +6,7 @@ reproduce exactly (timings and progress bars belong in `# NBVAL_IGNORE_OUTPUT` c
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,13 @@ from qnnpipeline import paths
 from qnnpipeline.notebooks import run_notebook
 
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
+
+
+def assert_provenance(record: dict) -> None:
+    """Commit, dirty flag, packages, hardware, threads and wall time of the run."""
+    assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
+    assert record["packages"]["torch"] and record["cpu"] and record["threads"] >= 1
+    assert record["wall_seconds"] > 0
 
 
 def run_and_validate(name: str, parameters: dict, tmp_path: Path, monkeypatch) -> Path:
@@ -28,6 +36,10 @@ def run_and_validate(name: str, parameters: dict, tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("QNN_RESULTS_DIR", str(results))
     monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     executed = run_notebook(name, parameters, output_dir=tmp_path)
+    assert_provenance(json.loads(executed.read_text())["metadata"]["qnn_provenance"])
+    metrics = results / "metrics" / f"{name}.json"
+    if metrics.is_file():
+        assert_provenance(json.loads(metrics.read_text())["provenance"])
     command = [sys.executable, "-m", "pytest", "--nbval", str(executed), "-q", "-p", "no:cacheprovider",
                "--rootdir", str(tmp_path), "--nbval-sanitize-with", str(SANITIZE)]
     check = subprocess.run(command, cwd=tmp_path, env=os.environ.copy(), capture_output=True, text=True)
