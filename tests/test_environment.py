@@ -11,7 +11,7 @@ ROOT = root()
 def _pyproject_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return set(project["dependencies"]) | set(extras["pipeline"]) | set(extras["test"])
+    return set(project["dependencies"]) | set(extras["pipeline"]) | set(extras["test"]) | set(extras["book"])
 
 
 def _conda_pip_requirements():

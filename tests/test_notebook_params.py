@@ -65,8 +65,31 @@ def test_source_notebooks_carry_no_outputs(notebook):
 def test_gitattributes_strip_sources_only():
     """The filter applies to notebooks/ and never to the executed copies under results/."""
     lines = (paths.root() / ".gitattributes").read_text().splitlines()
-    assert "notebooks/*.ipynb filter=nbstripout diff=ipynb" in lines
+    assert {"notebooks/*.ipynb filter=nbstripout", "notebooks/*.ipynb diff=ipynb"} <= set(lines)
     assert "results/**/*.ipynb -filter -diff" in lines
+
+
+def test_git_add_strips_outputs_from_sources_only(tmp_path):
+    """The filter as `make` installs it: outputs vanish from notebooks/ on `git add`,
+    the executed copies under results/ keep theirs, and cell ids stay."""
+    shutil.copy(paths.root() / ".gitattributes", tmp_path)
+    cell = {"cell_type": "code", "execution_count": 3, "id": "keep-me", "metadata": {},
+            "source": ["1 + 1"], "outputs": [{"output_type": "execute_result", "execution_count": 3,
+                                              "data": {"text/plain": ["2"]}, "metadata": {}}]}
+    notebook = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    for folder in ("notebooks", "results/notebooks"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "x.ipynb").write_text(json.dumps(notebook))
+    git = ["git", "-C", str(tmp_path), "-c", f"filter.nbstripout.clean={sys.executable} -m nbstripout --keep-id",
+           "-c", "filter.nbstripout.smudge=cat", "-c", "filter.nbstripout.required=true"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    stored = {folder: json.loads(subprocess.run(git + ["show", f":{folder}/x.ipynb"], check=True,
+                                                capture_output=True, text=True).stdout)["cells"][0]
+              for folder in ("notebooks", "results/notebooks")}
+    assert stored["notebooks"]["outputs"] == [] and stored["notebooks"]["execution_count"] is None
+    assert stored["notebooks"]["id"] == "keep-me"
+    assert stored["results/notebooks"] == cell
 
 
 # --- where outputs go ---------------------------------------------------------------------
