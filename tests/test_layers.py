@@ -68,11 +68,17 @@ def test_clip_holds_bounds():
 
 
 def test_glorot_scales_of_the_paper_mlp():
+    """1/sqrt(1.5/(fan_in+fan_out)) = sqrt((fan_in+fan_out)/1.5), by hand:
+    sqrt(4880/1.5) = sqrt(3253.33) = 57.038, sqrt(8192/1.5) = 73.901, sqrt(4106/1.5) = 52.320."""
     sizes = [784, 4096, 4096, 4096, 10]
-    scales = [round(glorot_lr_scale(a, b), 2) for a, b in zip(sizes, sizes[1:])]
-    assert scales == [57.04, 73.90, 73.90, 52.32]
-    assert QuantLinear(784, 4096).lr_scale == glorot_lr_scale(784, 4096)
-    assert glorot_lr_scale(6, 4) == pytest.approx((10 / 1.5) ** 0.5)
+    scales = [glorot_lr_scale(a, b) for a, b in zip(sizes, sizes[1:])]
+    assert scales == pytest.approx([57.038, 73.901, 73.901, 52.320], abs=5e-4)
+
+
+def test_lr_scale_of_a_layer_is_its_glorot_factor():
+    """QuantLinear(6, 4): sqrt(10 / 1.5) = sqrt(6.667) = 2.58199; (20, 12): sqrt(32/1.5) = 4.6188."""
+    assert QuantLinear(6, 4).lr_scale == pytest.approx(2.58199, abs=1e-5)
+    assert BinaryLinear(20, 12).lr_scale == pytest.approx(4.61880, abs=1e-5)
 
 
 def test_quantizer_specs_in_layers():
@@ -93,7 +99,31 @@ def test_binary_activation():
     assert unsaturated.quantizer.saturate is False
     stochastic = BinaryActivation(stochastic=True, generator=torch.Generator().manual_seed(0))
     assert set(stochastic(torch.randn(100)).unique().tolist()) <= {-1.0, 1.0}
-    assert isinstance(QuantActivation("hard_tanh")(x), torch.Tensor)
+    x.grad = None
+    y = QuantActivation("hard_tanh")(x)
+    assert torch.equal(y, torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))  # clamp(x, -1, 1)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0]))  # 1 on |x| <= 1
+
+
+def test_two_bit_layer_equals_float_linear_with_hand_quantized_weights():
+    """Levels of 2-bit linear quantization on [-1, 1]: -1, -1/3, 1/3, 1; each weight goes
+    to the nearest. The layer must equal float F.linear with those weights, and its
+    weight gradient the float gradient at them (STE)."""
+    layer = QuantLinear(4, 2, weight_quantizer={"name": "linear", "bits": 2})
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[-0.9, -0.2, 0.1, 0.5], [0.7, -0.6, 0.0, 1.0]]))
+        layer.bias.copy_(torch.tensor([0.25, -0.5]))
+    third = 1 / 3
+    hand = torch.tensor([[-1.0, -third, third, third], [1.0, -third, third, 1.0]])
+    x = torch.tensor([[1.0, 2.0, -1.0, 0.5], [-0.5, 0.0, 3.0, 1.0]])
+    reference = hand.clone().requires_grad_(True)
+    expected = F.linear(x, reference, layer.bias.detach())
+    got = layer(x)
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.grad)
 
 
 def squared_hinge_reference(scores: np.ndarray, labels: np.ndarray) -> float:

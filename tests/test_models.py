@@ -12,7 +12,9 @@ SMALL = dict(hidden=32, depth=3)
 
 
 def test_paper_layout_with_default_sizes():
-    model = mnist_mlp()
+    """The default (paper) net, built on the meta device: shapes without 37 M weights."""
+    with torch.device("meta"):
+        model = mnist_mlp()
     kinds = [type(m) for m in model]
     hidden_block = [QuantLinear, nn.BatchNorm1d, QuantActivation, nn.Dropout]
     assert kinds == [nn.Dropout] + 3 * hidden_block + [QuantLinear, nn.BatchNorm1d]
@@ -22,10 +24,18 @@ def test_paper_layout_with_default_sizes():
     for bn in (m for m in model if isinstance(m, nn.BatchNorm1d)):
         assert bn.eps == 1e-4 and bn.momentum == 0.1
     for layer in quant_linears(model):
-        assert isinstance(layer.weight_quantizer, Sign)
-        assert layer.weight.abs().max() <= 1.0 and layer.bias is not None
+        assert isinstance(layer.weight_quantizer, Sign) and layer.bias is not None
     assert all(isinstance(m.quantizer, Sign) for m in model if isinstance(m, QuantActivation))
-    assert [round(layer.lr_scale, 2) for layer in quant_linears(model)] == [57.04, 73.90, 73.90, 52.32]
+    # sqrt((fan_in + fan_out) / 1.5), by hand: sqrt(4880/1.5), sqrt(8192/1.5), sqrt(4106/1.5)
+    assert [layer.lr_scale for layer in quant_linears(model)] == pytest.approx(
+        [57.038, 73.901, 73.901, 52.320], abs=5e-4)
+
+
+def test_weights_start_uniform_in_plus_minus_one_with_zero_bias():
+    torch.manual_seed(0)
+    for layer in quant_linears(mnist_mlp(**SMALL)):
+        assert layer.weight.abs().max() <= 1.0 and layer.weight.abs().max() > 0.9
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
