@@ -32,7 +32,8 @@ from .models import build_model
 from .training import TrainConfig, TrainResult, seed_everything
 from .training import train as train_model
 
-__all__ = ["GridResult", "run_grid", "summarize", "binarization_generator", "format_mean_std"]
+__all__ = ["GridResult", "run_grid", "seeded_model", "summarize", "binarization_generator",
+           "format_mean_std"]
 
 RUN_COLUMNS = ["best_epoch", "best_val_error", "test_error", "final_val_error",
                "final_test_error", "epochs", "seconds"]
@@ -88,7 +89,13 @@ def _normalise(configs) -> list[dict]:
     return configs
 
 
-def _build(spec, generator: torch.Generator):
+def seeded_model(spec, seed: int):
+    """The one way notebooks seed and build a model before `training.train` (notebooks
+    01-04): seed python/numpy/torch with `seed` (the initialisation depends on it), then
+    build `spec` (a `build_model` dict or a callable `spec(generator)`) with the
+    stochastic-binarization generator `binarization_generator(seed)`."""
+    seed_everything(seed)
+    generator = binarization_generator(seed)
     if callable(spec):
         return spec(generator)
     if isinstance(spec, Mapping):
@@ -127,8 +134,7 @@ def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
             values = {**shared, **dict(config.get("train", {})), "seed": seed}
             values.setdefault("progress", progress)
             train_config = TrainConfig.from_dict(values)
-            seed_everything(seed)  # the initialisation depends on the seed
-            model = _build(config["model"], binarization_generator(seed))
+            model = seeded_model(config["model"], seed)
             start = time.perf_counter()
             result = train_model(model, splits, train_config)
             seconds = time.perf_counter() - start
