@@ -161,7 +161,29 @@ def ste_quantize_log(x: torch.Tensor, bits: int, saturate: bool = True) -> torch
 # Modules (what layers and params.yaml use)
 # ---------------------------------------------------------------------------
 
-class Sign(nn.Module):
+class _Quantizer(nn.Module):
+    """Common part of the modules: the `saturate` switch of the STE mask, shown in repr."""
+
+    def __init__(self, saturate: bool):
+        super().__init__()
+        self.saturate = saturate
+
+    def extra_repr(self) -> str:
+        return f"saturate={self.saturate}"
+
+
+class _KBitQuantizer(_Quantizer):
+    """Common part of the k-bit modules: a checked `bits`."""
+
+    def __init__(self, bits: int, saturate: bool = True):
+        super().__init__(saturate)
+        self.bits = _check_bits(bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, " + super().extra_repr()
+
+
+class Sign(_Quantizer):
     """Deterministic binarization (arXiv:1609.07061 Sec. 2.1, Eq. 1).
 
     Forward: q = +1 if x >= 0 else -1.
@@ -169,17 +191,13 @@ class Sign(nn.Module):
     """
 
     def __init__(self, saturate: bool = True):
-        super().__init__()
-        self.saturate = saturate
+        super().__init__(saturate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ste_sign(x, self.saturate)
 
-    def extra_repr(self) -> str:
-        return f"saturate={self.saturate}"
 
-
-class StochasticSign(nn.Module):
+class StochasticSign(_Quantizer):
     """Stochastic binarization (arXiv:1609.07061 Sec. 2.1, Eq. 2-3).
 
     Forward (training): q = +1 with probability hard_sigmoid(x) = clamp((x+1)/2, 0, 1),
@@ -192,20 +210,16 @@ class StochasticSign(nn.Module):
     """
 
     def __init__(self, generator: torch.Generator | None = None, saturate: bool = True):
-        super().__init__()
+        super().__init__(saturate)
         self.generator = generator
-        self.saturate = saturate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return ste_stochastic_sign(x, self.generator, self.saturate)
         return ste_sign(x, self.saturate)
 
-    def extra_repr(self) -> str:
-        return f"saturate={self.saturate}"
 
-
-class LinearQuantizer(nn.Module):
+class LinearQuantizer(_KBitQuantizer):
     """Uniform k-bit quantization on [-1, 1] (arXiv:1609.07061 Sec. 4, Eq. 5).
 
     Forward: q = floor(((clamp(x,-1,1) + 1)/2) * (2**bits - 1) + 0.5) / (2**bits - 1) * 2 - 1,
@@ -213,19 +227,11 @@ class LinearQuantizer(nn.Module):
     Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate else dL/dq.
     """
 
-    def __init__(self, bits: int, saturate: bool = True):
-        super().__init__()
-        self.bits = _check_bits(bits)
-        self.saturate = saturate
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ste_quantize_linear(x, self.bits, self.saturate)
 
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}, saturate={self.saturate}"
 
-
-class LogQuantizer(nn.Module):
+class LogQuantizer(_KBitQuantizer):
     """Logarithmic (power-of-two) quantization (arXiv:1609.07061 Sec. 4, Eq. 6-7).
 
     Forward: q = sign(x) * 2**clamp(round(log2|x|), -(2**(bits-1) - 1), 0)
@@ -233,19 +239,11 @@ class LogQuantizer(nn.Module):
     Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate else dL/dq.
     """
 
-    def __init__(self, bits: int, saturate: bool = True):
-        super().__init__()
-        self.bits = _check_bits(bits)
-        self.saturate = saturate
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ste_quantize_log(x, self.bits, self.saturate)
 
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}, saturate={self.saturate}"
 
-
-class Identity(nn.Module):
+class Identity(_Quantizer):
     """Full precision: no quantization (the 32-bit baseline of arXiv:1609.07061 Tab. 1-2).
 
     Forward: q = x.  Gradient: dL/dx = dL/dq.
@@ -255,19 +253,15 @@ class Identity(nn.Module):
     """
 
     def __init__(self, saturate: bool = False):
-        super().__init__()
-        self.saturate = saturate
+        super().__init__(saturate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.saturate:
             return _StraightThrough.apply(x, torch.clone, True)
         return x
 
-    def extra_repr(self) -> str:
-        return f"saturate={self.saturate}"
 
-
-class HardTanh(nn.Module):
+class HardTanh(_Quantizer):
     """Activation of the full-precision twin network (arXiv:1609.07061 Sec. 2.3, Eq. 4).
 
     Forward: q = clamp(x, -1, 1).  Gradient: dL/dx = dL/dq * 1_{|x| <= 1}, its own
@@ -279,14 +273,10 @@ class HardTanh(nn.Module):
     """
 
     def __init__(self, saturate: bool = True):
-        super().__init__()
-        self.saturate = saturate
+        super().__init__(saturate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _StraightThrough.apply(x, hard_tanh, self.saturate)
-
-    def extra_repr(self) -> str:
-        return f"saturate={self.saturate}"
 
 
 QUANTIZERS: dict[str, type] = {
