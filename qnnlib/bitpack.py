@@ -2,8 +2,13 @@
 
 Layout (shared by every kernel in `qnnlib.kernels`): along the packed axis, element
 `64 * w + j` is bit `j` (least significant first) of word `w`; the bit is 1 where the
-element is >= 0 (so sign(0) = +1, as in the paper, and NaN packs as -1). The last word is
-padded with 0 bits; `xnor_gemm` relies on the padding being zero in both operands.
+element is >= 0 (so sign(0) = +1, as in the paper; -inf and +inf have their signs). The
+last word is padded with 0 bits; `xnor_gemm` relies on the padding being zero in both
+operands.
+
+Input is checked: real numbers only (integer or float; bool and complex have no sign
+to take), no NaN (it has no sign either), at least one dimension, a non-empty packed
+axis. Errors name the argument and what was expected.
 
 Return types:
 - NumPy in, NumPy out: `pack_bits` gives uint64, `unpack_bits` gives float32 ±1.
@@ -30,11 +35,37 @@ def words_for(k: int) -> int:
 def pack_bits(x, axis: int = -1):
     """Pack `x >= 0` along `axis` into uint64 words (see the module docstring)."""
     kind = _array_kind(x)
-    if kind == "numpy":
-        return _pack_numpy(np.asarray(x), axis)
     if kind == "torch":
-        return _torch_via_numpy(x, lambda a: _pack_numpy(a, axis))
-    return _pack_with_shifts(_cupy(), x, axis)
+        import torch
+
+        if x.dtype in (torch.bfloat16, torch.float16):  # NumPy has no bfloat16: widen, exactly
+            x = x.float()
+        return _torch_via_numpy(x, lambda a: _pack_numpy(_checked_signs(np, a, axis), axis))
+    xp = np if kind == "numpy" else _cupy()
+    x = _checked_signs(xp, xp.asarray(x), axis)
+    if kind == "numpy":
+        return _pack_numpy(x, axis)
+    return _pack_with_shifts(xp, x, axis)
+
+
+def _checked_signs(xp, x, axis):
+    """x must be real numbers without NaN, with a non-empty axis `axis`."""
+    if x.dtype.kind not in "iuf":
+        raise TypeError(f"pack_bits takes integer or float x (their signs), got {x.dtype}")
+    _check_axis(x, axis, "x")
+    if x.shape[axis] == 0:
+        raise ValueError(f"cannot pack an empty axis: x has shape {tuple(x.shape)}, axis {axis}")
+    if x.dtype.kind == "f" and bool(xp.isnan(x).any()):
+        raise ValueError("x contains NaN, which has no sign to pack")
+    return x
+
+
+def _check_axis(array, axis, name) -> None:
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
+    if not -array.ndim <= axis < array.ndim:
+        raise ValueError(f"axis {axis} is out of range for {name} with shape {tuple(array.shape)} "
+                         f"(at least one dimension is needed)")
 
 
 def unpack_bits(words, k: int, axis: int = -1):
@@ -45,20 +76,22 @@ def unpack_bits(words, k: int, axis: int = -1):
 
         if words.dtype not in (torch.uint64, torch.int64):
             raise TypeError(f"unpack_bits expects uint64 or int64 words, got {words.dtype}")
-        return _torch_via_numpy(
-            words.view(torch.int64), lambda a: _unpack_numpy(a.view(np.uint64), k, axis)
-        )
+        return _torch_via_numpy(words.view(torch.int64),
+                                lambda a: unpack_bits(a.view(np.uint64), k, axis))
     xp = np if kind == "numpy" else _cupy()
     words = xp.asarray(words)
     if words.dtype != np.uint64:
         raise TypeError(f"unpack_bits expects uint64 words, got {words.dtype}")
+    _check_axis(words, axis, "words")
     _check_k(words.shape[axis], k)
     if kind == "numpy":
         return _unpack_numpy(words, k, axis)
     return _unpack_with_shifts(xp, words, k, axis)
 
 
-def _check_k(n_words: int, k: int) -> None:
+def _check_k(n_words: int, k) -> None:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if not words_for(k) == n_words or k < 1:
         raise ValueError(
             f"k={k} does not fit {n_words} words: need {WORD_BITS * (n_words - 1)} < k <= "
@@ -90,15 +123,14 @@ def _pack_numpy(x: np.ndarray, axis: int) -> np.ndarray:
     # viewing them as uint64 gives exactly "element 64w+j is bit j of word w".
     moved = np.moveaxis(x, axis, -1)
     k = moved.shape[-1]
-    if k == 0:
-        raise ValueError("cannot pack an empty axis")
     packed = np.packbits(moved >= 0, axis=-1, bitorder="little")
     n_bytes = 8 * words_for(k)
     if packed.shape[-1] != n_bytes:
         padded = np.zeros(moved.shape[:-1] + (n_bytes,), np.uint8)
         padded[..., : packed.shape[-1]] = packed
         packed = padded
-    words = packed.view(np.uint64)
+    # packbits keeps a transposed input's memory order; the uint64 view needs C order
+    words = np.ascontiguousarray(packed).view(np.uint64)
     if sys.byteorder != "little":
         words = words.byteswap()
     return np.moveaxis(words, -1, axis)
@@ -132,8 +164,6 @@ def _pack_with_shifts(xp, x, axis: int):
     """
     moved = xp.moveaxis(xp.asarray(x), axis, -1)
     k = moved.shape[-1]
-    if k == 0:
-        raise ValueError("cannot pack an empty axis")
     n_words = words_for(k)
     bits = xp.zeros(moved.shape[:-1] + (n_words * WORD_BITS,), dtype=np.uint64)
     bits[..., :k] = moved >= 0

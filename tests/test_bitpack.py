@@ -19,9 +19,16 @@ def test_bit_layout_is_little_endian_within_each_word():
     assert words.tolist() == [(1 << 0) | (1 << 3) | (1 << 63), 1 << 0, 1 << 1]
 
 
-def test_zero_packs_as_plus_one_and_nan_as_minus_one():
-    words = pack_bits(np.array([0.0, -0.0, np.nan, -1e-30], np.float32))
-    assert words.tolist() == [0b0011]
+def test_zero_packs_as_plus_one_and_infinities_keep_their_sign():
+    words = pack_bits(np.array([0.0, -0.0, -np.inf, -1e-30, np.inf], np.float32))
+    assert words.tolist() == [0b10011]
+
+
+def test_nan_has_no_sign_and_is_refused():
+    with pytest.raises(ValueError, match="x contains NaN"):
+        pack_bits(np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="x contains NaN"):
+        pack_bits(torch.tensor([[np.nan]], dtype=torch.bfloat16))
 
 
 @pytest.mark.parametrize("k", [1, 63, 64, 65, 784, 4097])
