@@ -84,7 +84,9 @@ def test_kernels_ignore_padding_bits_and_flip_bytes(cupy, variant):
     dirty_a, dirty_b = a_bits.copy(), b_bits.copy()
     dirty_a[:, -1] |= np.uint64(0xFFFF) << np.uint64(48)  # bits 100..127 are padding
     dirty_b[:, -1] |= np.uint64(0xF) << np.uint64(60)
-    dots = xnor_gemm(cupy.asarray(dirty_a), cupy.asarray(dirty_b), k, variant=variant)
+    # the kernels themselves (xnor_gemm refuses such operands before launching)
+    dots = cuda.xnor_gemm(cupy.asarray(dirty_a), cupy.asarray(dirty_b), k, None,
+                          cupy.empty((m, n), cupy.int32), variant)
     np.testing.assert_array_equal(cupy.asnumpy(dots), a @ b.T)
     flip = cupy.zeros(n, dtype=cupy.uint8)
     flip[::2] = 2  # a "true" that is not 1
@@ -146,6 +148,9 @@ def test_device_engine_matches_cpu_engine(cupy):
     scores = engine.scores(cupy.asarray(images))
     assert isinstance(scores, cupy.ndarray)
     np.testing.assert_array_equal(cupy.asnumpy(scores), binary.scores(images))
+    labels = binary.predict(cupy.asarray(images))  # BinaryMLP's own GPU path
+    assert isinstance(labels, cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(labels), binary.predict(images))
 
 
 def test_captured_epoch_replays_the_eager_steps(cupy):

@@ -96,7 +96,11 @@ class BinaryMLP:
     # --- inference ------------------------------------------------------------------
 
     def scores(self, images) -> np.ndarray:
-        """float32 (N, classes): the model's output scores for uint8 images."""
+        """float32 (N, classes): the model's output scores for uint8 images. CuPy images
+        run on their GPU and give CuPy scores (`qnnlib.gpu.engine.DeviceMLP`)."""
+        if type(images).__module__.startswith("cupy"):
+            from qnnlib.gpu.engine import device_engine
+            return device_engine(self).scores(images)
         pixels = self._pixels(images)
         with numba_threads(self._threads):
             bits = pixels

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DeviceMLP"]
+__all__ = ["DeviceMLP", "device_engine"]
 
 
 class DeviceMLP:
@@ -54,6 +54,17 @@ class DeviceMLP:
     def predict(self, images):
         """int64 (N,) labels on the device: argmax of `scores` (first index on ties)."""
         return self.scores(images).argmax(axis=1).astype(np.int64)
+
+
+def device_engine(model) -> DeviceMLP:
+    """The `DeviceMLP` of a `BinaryMLP` on the current CUDA device, built on first use and
+    kept on the model (what `BinaryMLP.scores` calls for CuPy images)."""
+    engine = model.__dict__.get("_device_engine")
+    if engine is None:
+        from qnnlib.gpu.ops import CudaOps
+
+        engine = model._device_engine = DeviceMLP(model, CudaOps())
+    return engine
 
 
 def _device_layer(xp, layer, thresholds):

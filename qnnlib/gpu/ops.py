@@ -94,7 +94,18 @@ class CudaOps:
         return ("cuda_core", "tensor_core") if self.capability() >= cuda.TENSOR_CORE_MIN_CC else ("cuda_core",)
 
     def xnor(self, a_bits, b_bits, k, variant="auto", thresholds=None, flip=None):
-        return xnor_gemm(a_bits, b_bits, k, thresholds=thresholds, flip=flip, variant=variant)
+        """The kernel itself, as a deployed engine calls it: operands from `pack_bits` and
+        epilogues (int32 thresholds clipped to [-k, k + 1], bool flip) prepared once, so
+        `xnor_gemm`'s argument checks (each a device reduction and a host sync) are skipped."""
+        from qnnlib.bitpack import words_for
+        from qnnlib.kernels import cuda
+
+        m, n = a_bits.shape[0], b_bits.shape[0]
+        if thresholds is None:
+            out = self.xp.empty((m, n), self.xp.int32)
+            return cuda.xnor_gemm(a_bits, b_bits, k, None, out, variant)
+        out = self.xp.empty((m, words_for(n)), self.xp.uint64)
+        return cuda.xnor_gemm(a_bits, b_bits, k, (thresholds, flip), out, variant)
 
     def naive_sgemm(self, a, bt):
         from qnnlib.kernels import cuda
