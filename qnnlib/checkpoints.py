@@ -39,10 +39,11 @@ from .train_config import BOOKKEEPING_FIELDS
 __all__ = ["COMPUTATION_MODULES", "code_identity", "data_fingerprint", "run_signature",
            "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint"]
 
-# The qnnlib modules whose code decides a training run's numbers (a test checks that
-# training, shift, accumulators and experiments import no other qnnlib module).
+# The qnnlib modules whose code decides a training run's numbers, as paths without .py
+# (a test checks that the modules a run can execute import no other qnnlib module).
 COMPUTATION_MODULES = ("quantizers", "layers", "models", "train_config", "determinism",
-                       "checkpoints", "training", "shift", "accumulators", "experiments")
+                       "checkpoints", "training", "shift", "accumulators", "experiments",
+                       "gpu/__init__", "gpu/graphed_training")
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

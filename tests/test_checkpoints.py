@@ -85,11 +85,13 @@ def test_code_identity_ignores_docstrings_and_comments_but_not_code():
 
 def test_computation_modules_cover_what_training_imports():
     """Every qnnlib module that a training run can execute is in the code hash."""
-    code = ("import sys, qnnlib.training, qnnlib.shift, qnnlib.accumulators, qnnlib.experiments;"
+    code = ("import sys, qnnlib.training, qnnlib.shift, qnnlib.accumulators, qnnlib.experiments,"
+            " qnnlib.gpu.graphed_training;"
             "print(' '.join(m.split('.', 1)[1] for m in sys.modules if m.startswith('qnnlib.')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
-    assert set(loaded) <= set(checkpoints.COMPUTATION_MODULES)
+    packages = {"gpu": "gpu/__init__"}
+    assert {packages.get(m, m.replace(".", "/")) for m in loaded} <= set(checkpoints.COMPUTATION_MODULES)
 
 
 def test_device_auto_is_resolved_before_comparing(interrupted):
