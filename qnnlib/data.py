@@ -100,7 +100,10 @@ def as_folder(value, argument: str, env: str, default: str | None) -> Path | Non
 
 def read_with_torchvision(root: Path, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 28, 28), int64 labels (N,)) of the verified files in `root`."""
-    from torchvision import datasets  # slow to import; `import qnnlib.data` stays light
+    try:
+        from torchvision import datasets  # slow to import; `import qnnlib.data` stays light
+    except ImportError:  # GPU nodes may have torch without torchvision
+        return read_idx_files(root / DATASETS[dataset] / "raw", "train" if train else "t10k")
 
     processed = root / DATASETS[dataset] / "processed"
     if (processed / "training.pt").exists() and (processed / "test.pt").exists():
@@ -109,6 +112,16 @@ def read_with_torchvision(root: Path, dataset: str, train: bool) -> tuple[torch.
                         "of the verified IDX files. Delete that folder and rerun.")
     split = getattr(datasets, DATASETS[dataset])(root, train=train, download=False)
     return split.data, split.targets
+
+
+def read_idx_files(raw: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """What torchvision reads from the verified IDX files, without torchvision: uint8
+    images (N, 28, 28) after a 16-byte header, labels (N,) after an 8-byte header."""
+    def body(name: str, header: int) -> torch.Tensor:
+        return torch.frombuffer(bytearray((raw / name).read_bytes()[header:]), dtype=torch.uint8)
+
+    images = body(f"{prefix}-images-idx3-ubyte", 16).reshape(-1, 28, 28)
+    return images, body(f"{prefix}-labels-idx1-ubyte", 8).long()
 
 
 def dataset_summary(splits: dict[str, Split]):

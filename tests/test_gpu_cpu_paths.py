@@ -1,6 +1,8 @@
 """The GPU modules' code paths on a CPU: the NumPy reference ops, the engine, the
 graphed training epoch run eagerly. Each is checked against an independent computation
 (integer matmul, the CPU `BinaryMLP`, `training.train_epoch`)."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,17 @@ def test_graphed_epoch_eager_is_train_epoch(one_thread):
     for value, ref in zip(model.state_dict().values(), ref_model.state_dict().values()):
         torch.testing.assert_close(value, ref, rtol=0, atol=1e-6)
     assert all(isinstance(group["lr"], float) for group in optimizer.param_groups)
+
+
+def test_mnist_reads_without_torchvision(tmp_path, monkeypatch):
+    """GPU nodes may lack torchvision: the loader then reads the IDX files itself."""
+    from support import mnist_mirror
+
+    from qnnlib.data import load_mnist
+
+    with_torchvision = load_mnist(root=tmp_path, mirror=mnist_mirror())
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # `import torchvision` fails
+    without = load_mnist(root=tmp_path, mirror=mnist_mirror())
+    for name, split in with_torchvision.items():
+        assert torch.equal(without[name].images, split.images)
+        assert torch.equal(without[name].labels, split.labels) and split.labels.dtype == torch.int64
