@@ -3,7 +3,8 @@ every line of `make gpu` and `make gpu-train` runs before a GPU is ever seen.
 
 Checks what they write (into a scratch folder, never under results/): the benchmark
 JSON with its schema and exact results, a training run cut by its time budget and
-resumed by the next call, and the packed model.
+resumed by the next call, and the packed model. It runs as on a GPU node: without
+torchvision, DVC, papermill, Jupyter, matplotlib or hypothesis.
 """
 import json
 import os
@@ -15,12 +16,16 @@ from pathlib import Path
 from support import mnist_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
+NODE_LACKS = ("torchvision", "papermill", "dvc", "nbval", "jupyterlab", "matplotlib", "hypothesis")
+LAUNCH = (f"import runpy, sys\nfor name in {NODE_LACKS!r}: sys.modules[name] = None\n"
+          "sys.argv = ['benchmarks/gpu.py', *sys.argv[1:]]\n"
+          "runpy.run_path('benchmarks/gpu.py', run_name='__main__')")
 METHODS = ("xnor_cuda_core", "xnor_tensor_core", "cublas_sgemm", "tf32", "fp16", "bf16",
            "int8", "naive_float", "naive_xnor")
 
 
 def _run(*args, env):
-    result = subprocess.run([sys.executable, "benchmarks/gpu.py", *args],
+    result = subprocess.run([sys.executable, "-c", LAUNCH, *args],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
