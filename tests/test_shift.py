@@ -323,6 +323,10 @@ def test_train_with_adam_reproduces_training_train():
     columns = ["epoch", "lr", "train_loss", "train_error", "val_error", "test_error"]
     assert ours.history[columns].equals(theirs.history[columns])
     assert ours.best_epoch == theirs.best_epoch and ours.test_error == theirs.test_error
+    # and the factory is really the one used: exact AdaMax gives another run
+    torch.manual_seed(1)
+    adamax = train_with_optimizer(mnist_mlp(hidden=64, depth=1), splits, make_adamax, CONFIG)
+    assert not adamax.history["train_loss"].equals(ours.history["train_loss"])
 
 
 def test_shift_bnn_learns_with_shift_adamax():

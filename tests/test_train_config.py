@@ -13,7 +13,7 @@ from qnnlib.training import TrainConfig
 
 SIZE_FIELDS = ["epochs", "batch_size", "n_train", "n_val", "n_test", "threads"]
 LR_FIELDS = ["lr_start", "lr_end"]
-BOOL_FIELDS = ["glorot_scaling", "clip_weights", "progress"]
+BOOL_FIELDS = ["glorot_scaling", "clip_weights", "progress", "cuda_graph"]
 EXAMPLES = settings(max_examples=100, deadline=None)
 
 not_integers = st.one_of(st.floats(allow_nan=True), st.text(max_size=5), st.booleans(),
