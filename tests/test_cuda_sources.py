@@ -127,3 +127,102 @@ def test_tensor_core_staging_and_fragment_loads_are_conflict_free():
     # two u32 stores per word (the old code) were 2-way conflicted
     halves = [4 * ((i // ks) * stride + 2 * (i % ks)) for i in range(32)]
     assert _worst_conflict(halves, 4) == 2
+
+
+# --- launches, checked against the kernels' signatures with a stand-in for CuPy --------
+
+POINTEE_DTYPES = {"u64": {"uint64"}, "int": {"int32"}, "float": {"float32"}, "u8": {"bool", "uint8"}}
+
+
+def _signatures() -> dict:
+    """kernel name -> [(type, is_pointer)] from the extern "C" __global__ declarations."""
+    text = cuda.SOURCE.read_text()
+    found = {}
+    pattern = r'extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+)\(([^)]*)\)'
+    for name, params in re.findall(pattern, text):
+        found[name] = [(re.sub(r"\b(const|__restrict__)\b|\*|\w+$", "", p).strip(), "*" in p)
+                       for p in (p.strip() for p in params.split(","))]
+    return found
+
+
+class _FakeKernel:
+    def __init__(self, name, signature, launches):
+        self.name, self.signature, self.launches = name, signature, launches
+
+    def __call__(self, grid, block, args):
+        import numpy as np
+
+        assert len(args) == len(self.signature), (self.name, len(args))
+        assert all(isinstance(g, int) and 0 < g <= cuda.MAX_GRID_X for g in grid), grid
+        assert len(block) == 1 and 0 < block[0] <= 1024
+        for (ctype, pointer), arg in zip(self.signature, args):
+            if not pointer:
+                assert isinstance(arg, np.int32), (self.name, ctype, arg)
+            elif isinstance(arg, np.ndarray):
+                assert arg.dtype.name in POINTEE_DTYPES[ctype] and arg.flags.c_contiguous, \
+                    (self.name, ctype, arg.dtype)
+            else:
+                assert arg is cuda.NULL, (self.name, ctype, arg)
+        self.launches.append((self.name, grid, block))
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """NumPy standing in for CuPy, and kernels that check their arguments (sm_90)."""
+    import sys
+    import types
+
+    import numpy as np
+
+    fake = types.ModuleType("cupy")
+    fake.__dict__.update({name: getattr(np, name) for name in
+                          ("zeros", "empty", "int32", "uint64", "float32", "ascontiguousarray")})
+    fake.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(compute_capability="90"))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    launches, signatures = [], _signatures()
+    module = types.SimpleNamespace(
+        get_function=lambda name: _FakeKernel(name, signatures[name], launches))
+    monkeypatch.setattr(cuda, "_module", lambda: module)
+    return fake, launches
+
+
+def test_every_launch_matches_its_kernel_signature(fake_cupy):
+    import numpy as np
+
+    _, launches = fake_cupy
+    a, b = np.zeros((70, 2), np.uint64), np.zeros((130, 2), np.uint64)
+    for variant in ("cuda_core", "tensor_core"):
+        cuda.xnor_gemm(a, b, 100, None, np.empty((70, 130), np.int32), variant)
+        epilogue = (np.zeros(130, np.int32), np.zeros(130, bool))
+        cuda.xnor_gemm(a, b, 100, epilogue, np.empty((70, 3), np.uint64), variant)
+    planes = cuda.pack_bitplanes(np.zeros((70, 784), np.uint8))
+    assert planes.shape == (70, 8, 13)
+    cuda.bitplane_gemm(planes, np.zeros((130, 13), np.uint64), 784, np.zeros(70, np.int32),
+                       None, np.empty((70, 130), np.int32))
+    cuda.naive_sgemm(np.zeros((3, 5), np.float32), np.zeros((5, 7), np.float32))
+    cuda.naive_xnor_gemm(a, np.zeros((2, 7), np.uint64), 100)
+    names = [name for name, _, _ in launches]
+    assert names.count("xnor_gemm_tensor_core") == 2 and names.count("row_popcount") == 4
+    assert {"xnor_gemm_cuda_core", "pack_bitplanes", "bitplane_gemm", "naive_sgemm",
+            "naive_xnor_gemm"} <= set(names)
+    tiled = [grid for name, grid, _ in launches if name in ("xnor_gemm_cuda_core", "bitplane_gemm")]
+    assert set(tiled) == {(2, 3)}  # 70 rows -> 2 row tiles on x, 130 columns -> 3 on y
+
+
+def test_cuda_ops_and_engine_launch_nothing_wrong(fake_cupy):
+    """CudaOps (what `make gpu` runs) through the stand-in: every call reaches a kernel
+    with the right arguments."""
+    import numpy as np
+
+    from qnnlib.gpu.ops import CudaOps
+
+    _, launches = fake_cupy
+    ops = CudaOps()
+    a, b = np.zeros((4, 2), np.uint64), np.zeros((9, 2), np.uint64)
+    assert ops.xnor(a, b, 100).shape == (4, 9)
+    assert ops.xnor(a, b, 100, "cuda_core", np.zeros(9, np.int32), np.zeros(9, bool)).shape == (4, 1)
+    assert ops.naive_xnor(a, np.zeros((2, 9), np.uint64), 100).shape == (4, 9)
+    planes = ops.pack_bitplanes(np.zeros((4, 784), np.uint8))
+    assert ops.bitplane(planes, np.zeros((9, 13), np.uint64), 784, np.zeros(4, np.int64)).shape == (4, 9)
+    assert ops.variants() == ("cuda_core", "tensor_core")
+    assert len(launches) >= 6

@@ -111,3 +111,25 @@ def test_mnist_reads_without_torchvision(tmp_path, monkeypatch):
     for name, split in with_torchvision.items():
         assert torch.equal(without[name].images, split.images)
         assert torch.equal(without[name].labels, split.labels) and split.labels.dtype == torch.int64
+
+
+def test_time_budget_checkpoints_and_stops_then_resumes(tmp_path, one_thread):
+    from qnnlib.training import train
+
+    splits = synthetic_splits(300)
+    config = {"epochs": 3, "batch_size": 50, "progress": False, "cuda_graph": True,
+              "checkpoint": str(tmp_path / "resume.pt"), "checkpoint_seconds": 1e9}
+    first = train(mnist_mlp(hidden=32, depth=1), splits, {**config, "max_seconds": 0})
+    assert list(first.history["epoch"]) == [1]  # out of time after one epoch, saved anyway
+    second = train(mnist_mlp(hidden=32, depth=1), splits, config)
+    assert list(second.history["epoch"]) == [1, 2, 3]
+    assert second.history["train_loss"][0] == first.history["train_loss"][0]
+
+
+@pytest.mark.parametrize("field, value", [("max_seconds", -1), ("checkpoint_seconds", "60"),
+                                          ("max_seconds", float("nan"))])
+def test_time_fields_are_validated(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a number of seconds >= 0"):
+        TrainConfig(**{field: value})
+    with pytest.raises(TypeError, match="cuda_graph must be true or false"):
+        TrainConfig(cuda_graph="yes")
