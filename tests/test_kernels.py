@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from qnnlib.bitpack import pack_bits, unpack_bits
 from qnnlib.kernels import PackedWeights, prepare_weights, xnor_gemm
+from qnnlib.kernels.vector_ir import target_features
 
 
 def random_signs(rng, shape):
@@ -168,23 +169,46 @@ def test_prepared_weights_validation():
         xnor_gemm(words.tolist(), weights, 128)
 
 
-def test_cpu_kernel_is_avx512_popcount_without_scalar_fallback():
-    import re
-
+def block_assembly():
+    """Assembly of the blocked loop, which inlines the micro-kernels (inspect_asm is
+    unavailable for cached code, so this compiles an uncached twin)."""
     import numba
 
     from qnnlib.kernels import cpu
 
-    # inspect_asm is unavailable for cached code, so compile an uncached twin of the
-    # blocked loop (which inlines the micro-kernels).
     kernel = numba.njit(fastmath=True, boundscheck=False)(cpu._block.py_func)
     a = np.zeros((5, 3), np.uint64)
     panels = cpu.prepare_panels(np.zeros((9, 3), np.uint64))
     no_t, no_f = np.zeros(0, np.int32), np.zeros(0, np.bool_)
     kernel(a, 0, 5, panels, 0, 192, no_t, no_f, np.empty((5, 64), np.int32), 0, 0, 8)
-    asm = next(iter(kernel.inspect_asm().values()))
+    return next(iter(kernel.inspect_asm().values()))
+
+
+FEATURES = target_features()
+
+
+@pytest.mark.skipif(not {"avx512f", "avx512vpopcntdq"} <= FEATURES,
+                    reason="the target has no AVX-512 VPOPCNTDQ")
+def test_cpu_kernel_is_avx512_popcount_without_scalar_fallback():
+    import re
+
+    from qnnlib.kernels import cpu
+
+    asm = block_assembly()
     assert len(re.findall(r"vpopcntq\s+%zmm", asm)) >= cpu.ROWS * cpu.PANELS
     assert not re.search(r"\bpopcnt[lq]?\s", asm)  # no scalar popcount anywhere
+
+
+@pytest.mark.skipif("avx2" not in FEATURES or "avx512f" in FEATURES,
+                    reason="the target is not AVX2 without AVX-512")
+def test_cpu_kernel_is_avx2_nibble_table_popcount():
+    import re
+
+    asm = block_assembly()
+    assert not re.search(r"%zmm|vpopcntq", asm)  # a true AVX2 build: no AVX-512 at all
+    assert re.search(r"vpshufb\s+.*%ymm", asm)  # the nibble-table count (Mula et al.)
+    assert re.search(r"vpsadbw\s+.*%ymm", asm)  # bytes summed into 64-bit lanes
+    assert not re.search(r"\bpopcnt[lq]?\s", asm)
 
 
 @pytest.mark.gpu

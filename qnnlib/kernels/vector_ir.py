@@ -92,3 +92,12 @@ def fire_bits(builder, fire, flips):
     """One byte whose bit `lane` is fire XOR flip: `<8 x i1>` -> i8 is a move out of the
     compare's mask register; little-endian, byte j of a packed word holds its bits 8j..8j+7."""
     return builder.bitcast(builder.xor(fire, flips), I8)
+
+
+def target_features() -> set[str]:
+    """The CPU features Numba compiles for: $NUMBA_CPU_FEATURES when set, else the
+    host's (as Numba does: a CPU name alone keeps the host's features)."""
+    from numba.core import codegen, config
+
+    flags = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    return {flag[1:] for flag in flags.split(",") if flag.startswith("+")}
