@@ -34,10 +34,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
+from qnnlib.data import N_TRAIN  # noqa: E402
 from qnnlib.provenance import provenance  # noqa: E402
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -192,7 +194,7 @@ def train(args) -> int:
     from qnnpipeline.cli import main as qnn_train
 
     sets = ["train.cuda_graph=true", f"train.max_seconds={args.budget}",
-            "train.checkpoint_seconds=60", "train.progress=false"]
+            "train.checkpoint_seconds=120", "train.progress=false"]
     if args.dry_run:
         sets += [f"model.hidden={DRY_MODEL['hidden']}", f"model.depth={DRY_MODEL['depth']}",
                  "train.epochs=2", "train.n_train=300", "train.n_val=200", "train.n_test=200",
@@ -205,6 +207,11 @@ def train(args) -> int:
         return status
     metrics = json.loads(paths.results("metrics", "mnist_paper.json").read_text())
     done, total = metrics["epochs"], metrics["config"]["epochs"]
+    history = pd.read_csv(paths.results("tables", "mnist_paper_history.csv"))
+    steps = (metrics["config"]["n_train"] or N_TRAIN) // metrics["config"]["batch_size"]
+    epoch_s = float(history["seconds"].median())
+    print(f"median epoch {epoch_s:.2f} s: {1e3 * epoch_s / steps:.2f} ms per step, "
+          "evaluation of validation and test sets included")
     packed = _pack_model(paths)
     print(f"epochs done: {done} of {total}"
           + ("" if done >= total else " - run the same command again to resume")
