@@ -178,12 +178,13 @@ def _bnn(dry_run: bool, images: np.ndarray):
         model = build_model(description["model"])
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model.eval(), "checkpoints/mnist_paper.pt"
-    torch.manual_seed(0)
-    model = build_model({"kind": "bnn", **(DRY_MODEL if dry_run else PAPER)})
     from qnnlib.data import scale_inputs
 
+    torch.manual_seed(0)
+    device = "cpu" if dry_run else "cuda"
+    model = build_model({"kind": "bnn", **(DRY_MODEL if dry_run else PAPER)}).to(device)
     with torch.no_grad():  # running statistics from the images (momentum 0.1: 30 passes)
-        inputs = scale_inputs(torch.from_numpy(images[:1000]))
+        inputs = scale_inputs(torch.from_numpy(images[:1000])).to(device)
         for _ in range(30):
             model(inputs)
     return model.eval(), "untrained, batch norm calibrated on test images"

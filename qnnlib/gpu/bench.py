@@ -47,14 +47,15 @@ def _sign_matrix(xp, rows, cols, seed):
 
 
 def _int8_operands(ta, tb):
-    """int8 copies of A and B.T padded with zeros to what `torch._int_mm` accepts."""
+    """int8 copies of A (M, K) and of B.T as a column-major (K, N) view (cuBLASLt's fast
+    "TN" int8 layout), zero-padded to what `torch._int_mm` accepts."""
     (m, k), n = ta.shape, tb.shape[0]
     rows, depth, cols = max(m, INT8_MIN_ROWS), -(-k // 8) * 8, -(-n // 8) * 8
     a8 = torch.zeros(rows, depth, dtype=torch.int8, device=ta.device)
-    b8 = torch.zeros(depth, cols, dtype=torch.int8, device=ta.device)
+    b8 = torch.zeros(cols, depth, dtype=torch.int8, device=ta.device)
     a8[:m, :k] = ta.to(torch.int8)
-    b8[:k, :n] = tb.T.to(torch.int8)
-    return a8, b8
+    b8[:n, :k] = tb.to(torch.int8)
+    return a8, b8.T
 
 
 def gemm_methods(ops, m: int, n: int, k: int, seed: int = 0) -> dict:
