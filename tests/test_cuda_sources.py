@@ -22,7 +22,7 @@ BANKS, BANK_BYTES = 32, 4
 
 
 def test_sources_are_found():
-    assert cuda.SOURCE in SOURCES
+    assert cuda.SOURCE in SOURCES and cuda.NAIVE_SOURCE in SOURCES
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
@@ -39,7 +39,7 @@ def test_compiles_with_nvcc(source, arch, tmp_path):
 
 
 def test_kernels_named_in_python_exist_in_the_source():
-    text = cuda.SOURCE.read_text()
+    text = "".join(source.read_text() for source in SOURCES)
     python = Path(cuda.__file__).read_text()
     for name in re.findall(r'get_function\("(\w+)"\)', python):
         assert re.search(rf"__global__ void(?: __launch_bounds__\(\d+\))?\s+{name}\(", text), name
@@ -136,7 +136,7 @@ POINTEE_DTYPES = {"u64": {"uint64"}, "int": {"int32"}, "float": {"float32"}, "u8
 
 def _signatures() -> dict:
     """kernel name -> [(type, is_pointer)] from the extern "C" __global__ declarations."""
-    text = cuda.SOURCE.read_text()
+    text = "".join(source.read_text() for source in SOURCES)
     found = {}
     pattern = r'extern "C" __global__ void(?: __launch_bounds__\(\d+\))?\s+(\w+)\(([^)]*)\)'
     for name, params in re.findall(pattern, text):
@@ -183,6 +183,7 @@ def fake_cupy(monkeypatch):
     module = types.SimpleNamespace(
         get_function=lambda name: _FakeKernel(name, signatures[name], launches))
     monkeypatch.setattr(cuda, "_module", lambda: module)
+    monkeypatch.setattr(cuda, "_naive_module", lambda: module)
     return fake, launches
 
 

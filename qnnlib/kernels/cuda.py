@@ -1,4 +1,5 @@
-"""CUDA XNOR-popcount GEMM through CuPy (kernels in `xnor_gemm.cu`, shipped with the package).
+"""CUDA XNOR-popcount GEMM through CuPy (kernels in `xnor_gemm.cu` and `naive_gemm.cu`,
+shipped with the package).
 
 Called by `qnnlib.kernels.xnor_gemm` with validated, contiguous CuPy operands. CuPy is
 imported lazily so the package works without it. Besides the two tuned kernels the
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 SOURCE = Path(__file__).with_name("xnor_gemm.cu")
+NAIVE_SOURCE = Path(__file__).with_name("naive_gemm.cu")
 TILE = 64  # output tile per block, fixed in the .cu source
 FLAT_BLOCK = 256  # threads per block of the one-thread-per-item kernels
 TENSOR_CORE_MIN_CC = 80
@@ -28,10 +30,18 @@ NULL = np.uint64(0)  # a pointer-sized zero for unused kernel arguments
 
 
 @functools.cache
-def _module():
+def _compiled(source: Path):
     import cupy
 
-    return cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
+    return cupy.RawModule(code=source.read_text(), options=("--std=c++17",))
+
+
+def _module():
+    return _compiled(SOURCE)
+
+
+def _naive_module():
+    return _compiled(NAIVE_SOURCE)
 
 
 def compute_capability() -> int:
@@ -164,7 +174,7 @@ def naive_sgemm(a, bt):
     out = cupy.zeros((m, n), dtype=cupy.float32)
     grid = flat_grid(m * n)
     if grid is not None:
-        _module().get_function("naive_sgemm")(
+        _naive_module().get_function("naive_sgemm")(
             grid, (FLAT_BLOCK,), (a, bt, np.int32(m), np.int32(n), np.int32(k), out))
     return out
 
@@ -178,6 +188,6 @@ def naive_xnor_gemm(a_bits, bt_bits, k):
     out = cupy.zeros((m, n), dtype=cupy.int32)
     grid = flat_grid(m * n)
     if grid is not None:
-        _module().get_function("naive_xnor_gemm")(
+        _naive_module().get_function("naive_xnor_gemm")(
             grid, (FLAT_BLOCK,), (a_bits, bt_bits, *_sizes(m, n, n_words, k), out))
     return out
