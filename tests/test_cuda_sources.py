@@ -227,3 +227,41 @@ def test_cuda_ops_and_engine_launch_nothing_wrong(fake_cupy):
     assert ops.bitplane(planes, np.zeros((9, 13), np.uint64), 784, np.zeros(4, np.int64)).shape == (4, 9)
     assert ops.variants() == ("cuda_core", "tensor_core")
     assert len(launches) >= 6
+
+
+def _nvrtc():
+    """NVRTC (what CuPy's RawModule compiles with) from the `nvidia` wheels torch ships
+    with, or None."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    folders = [Path(p) / sub / "lib" for p in (spec.submodule_search_locations if spec else [])
+               for sub in ("cu13", "cuda_nvrtc", "cu12")]
+    for folder in folders:
+        builtins, library = sorted(folder.glob("libnvrtc-builtins.so*")), sorted(folder.glob("libnvrtc.so*"))
+        if builtins and library:
+            ctypes.CDLL(str(builtins[0]), mode=ctypes.RTLD_GLOBAL)  # nvrtc opens it by name
+            return ctypes.CDLL(str(library[0]))
+    return None
+
+
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+@pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.name)
+def test_compiles_with_nvrtc_as_cupy_does(source, arch):
+    import ctypes
+
+    nvrtc = _nvrtc()
+    if nvrtc is None:
+        pytest.skip("no NVRTC library in the nvidia wheels")
+    program = ctypes.c_void_p()
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.read_bytes(),
+                                    source.name.encode(), 0, None, None) == 0
+    options = [b"--std=c++17", f"-arch={arch}".encode()]
+    status = nvrtc.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * 2)(*options))
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(program, log)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    assert status == 0, log.value.decode()
