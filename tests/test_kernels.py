@@ -40,7 +40,7 @@ def test_all_ones_and_all_minus_ones():
 
 
 @settings(max_examples=25, deadline=None)
-@given(m=st.integers(1, 12), k=st.integers(1, 300), n=st.integers(1, 140), seed=st.integers(0, 99))
+@given(m=st.integers(1, 40), k=st.integers(1, 300), n=st.integers(1, 140), seed=st.integers(0, 99))
 def test_random_shapes(m, k, n, seed):
     a, b, a_bits, b_bits = packed_problem(m, k, n, seed)
     np.testing.assert_array_equal(xnor_gemm(a_bits, b_bits, k), a @ b.T)
@@ -209,6 +209,54 @@ def test_cpu_kernel_is_avx2_nibble_table_popcount():
     assert re.search(r"vpshufb\s+.*%ymm", asm)  # the nibble-table count (Mula et al.)
     assert re.search(r"vpsadbw\s+.*%ymm", asm)  # bytes summed into 64-bit lanes
     assert not re.search(r"\bpopcnt[lq]?\s", asm)
+
+
+@pytest.mark.skipif("avx2" not in FEATURES, reason="the nibble-table kernel needs AVX2")
+@pytest.mark.parametrize("k", [1, 63, 65, 784, 4097])
+@pytest.mark.parametrize("m, n", [(1, 1), (5, 9), (17, 64), (4, 130)])
+def test_nibble_kernel_matches_integer_matmul(m, k, n):
+    """The AVX2 kernel directly (xnor_gemm picks it only on AVX2-without-VPOPCNTDQ targets):
+    K = 4097 spans 17 blocks of 63 nibble steps, the last one ragged."""
+    from qnnlib.kernels import cpu, nibble
+
+    a, b, a_bits, b_bits = packed_problem(m, k, n, seed=m + k + n)
+    nibbles = prepare_weights(b_bits).nibbles
+    np.testing.assert_array_equal(nibble.run(a_bits, nibbles, k, None, np.empty((m, n), np.int32)), a @ b.T)
+    rng = np.random.default_rng(k)
+    thresholds = rng.integers(-k // 4, k // 4 + 1, n).astype(np.int32)
+    flip = rng.random(n) < 0.5
+    epilogue = cpu.pad_epilogue(thresholds, flip, k, nibbles.shape[0] * 4)
+    bits = nibble.run(a_bits, nibbles, k, epilogue, np.empty((m, -(-n // 64)), np.uint64))
+    np.testing.assert_array_equal(bits, reference_epilogue(a @ b.T, thresholds, flip))
+
+
+@pytest.mark.skipif("avx2" not in FEATURES, reason="the nibble-table kernel needs AVX2")
+def test_nibble_byte_counters_do_not_overflow():
+    """Every bit differs: each byte counter gains the maximum, 4, on all 63 steps of a block."""
+    from qnnlib.kernels import nibble
+
+    k = 64 * 70
+    plus, minus = pack_bits(np.ones((5, k))), pack_bits(-np.ones((3, k)))
+    dots = nibble.run(plus, prepare_weights(minus).nibbles, k, None, np.empty((5, 3), np.int32))
+    np.testing.assert_array_equal(dots, -k)
+
+
+@pytest.mark.skipif("avx2" not in FEATURES or "avx512f" in FEATURES,
+                    reason="the target is not AVX2 without AVX-512")
+def test_avx2_nibble_kernel_is_table_lookups():
+    import re
+
+    import numba
+
+    from qnnlib.kernels import nibble
+
+    kernel = numba.njit(fastmath=True, boundscheck=False)(nibble._block.py_func)
+    a, b = pack_bits(np.ones((5, 200))), pack_bits(np.ones((64, 200)))
+    kernel(nibble.row_offsets(a), 0, 5, nibble.prepare_nibbles(b), 0, nibble.TABLES, 200,
+           np.zeros(0, np.int32), np.zeros(0, np.bool_), np.empty((5, 64), np.int32), 0, 0)
+    asm = next(iter(kernel.inspect_asm().values()))
+    assert len(re.findall(r"vpshufb\s+.*%ymm", asm)) >= 2 * nibble.ROWS
+    assert re.search(r"vbroadcasti128", asm) and not re.search(r"%zmm|vpsadbw", asm)
 
 
 @pytest.mark.gpu

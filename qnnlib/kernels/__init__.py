@@ -28,11 +28,17 @@ import numpy as np
 
 from qnnlib.bitpack import words_for
 from qnnlib.kernels import checks
+from qnnlib.kernels.vector_ir import target_features
 
 __all__ = ["PackedWeights", "PixelLayer", "XnorLayer", "numba_threads", "prepare_weights",
            "xnor_gemm"]
 
 VARIANTS = ("auto", "tensor_core", "cuda_core")
+# The CPU kernel by target: vpopcntq where AVX-512 VPOPCNTDQ exists, else on AVX2 the
+# nibble-table kernel for all but small M (measured crossover; see `cpu_run`).
+_FEATURES = target_features()
+NIBBLE_KERNEL = "avx2" in _FEATURES and "avx512vpopcntdq" not in _FEATURES
+NIBBLE_MIN_ROWS = 16
 
 
 class PackedWeights:
@@ -48,6 +54,16 @@ class PackedWeights:
         self.panels = panels
         self.n = int(n)
         self.padding_from = int(padding_from)
+        self._nibbles = None
+
+    @property
+    def nibbles(self) -> np.ndarray:
+        """The nibble layout of the AVX2 kernel (`qnnlib.kernels.nibble`), built on first use."""
+        if self._nibbles is None:
+            from qnnlib.kernels import nibble
+
+            self._nibbles = nibble.prepare_nibbles(panels_to_bits(self.panels, self.n))
+        return self._nibbles
 
     @property
     def n_words(self) -> int:
@@ -120,14 +136,35 @@ def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, thread
 def _cpu_gemm(a_bits, b_bits, k, epilogue, out, threads):
     from qnnlib.kernels import cpu
 
-    panels = prepare_weights(b_bits).panels
+    weights = prepare_weights(b_bits)
+    if epilogue is not None:
+        epilogue = cpu.pad_epilogue(*epilogue, k, weights.panels.shape[0])
     with numba_threads(threads):
-        if epilogue is None:
-            cpu.xnor_gemm_int32(a_bits, panels, k, out)
-        else:
-            thresholds, flip = cpu.pad_epilogue(*epilogue, k, panels.shape[0])
-            cpu.xnor_gemm_threshold_packed(a_bits, panels, k, thresholds, flip, out.view(np.uint8))
+        return cpu_run(a_bits, weights, k, epilogue, out)
+
+
+def cpu_run(a_bits, weights: PackedWeights, k, epilogue, out):
+    """The CPU kernel for checked operands: int32 dots into `out` (epilogue None), or the
+    packed bits of a padded (thresholds, flip) epilogue into uint64 `out`.
+
+    Targets without AVX-512 VPOPCNTDQ but with AVX2 run the nibble-table kernel
+    (`qnnlib.kernels.nibble`) from NIBBLE_MIN_ROWS rows on; below that, its B layout
+    (one byte per nibble, twice the packed size) costs more memory traffic than it saves.
+    """
+    from qnnlib.kernels import cpu, nibble
+
+    if NIBBLE_KERNEL and a_bits.shape[0] >= NIBBLE_MIN_ROWS:
+        return nibble.run(a_bits, weights.nibbles, k, epilogue, out)
+    if epilogue is None:
+        cpu.xnor_gemm_int32(a_bits, weights.panels, k, out)
+    else:
+        cpu.xnor_gemm_threshold_packed(a_bits, weights.panels, k, *epilogue, out.view(np.uint8))
     return out
+
+
+def panels_to_bits(panels: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of `cpu.prepare_panels`: the (N, W) packed words."""
+    return np.ascontiguousarray(panels.transpose(0, 2, 1).reshape(-1, panels.shape[1])[:n])
 
 
 def _check_kinds(a_bits, b_bits) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qnnlib.kernels import PackedWeights, checks, prepare_weights
+from qnnlib.kernels import PackedWeights, checks, cpu_run, prepare_weights
 from qnnlib.kernels import bitplane, cpu
 
 # t = W_b . x lies in [-255 k, 255 k] and is compared with int32 thresholds.
@@ -73,11 +73,9 @@ class XnorLayer(_PreparedLayer):
         checks.check_padding(np, "a_bits", a_bits, self.k)
         if self.epilogue is None:
             out = np.empty((a_bits.shape[0], self.n), np.int32)
-            cpu.xnor_gemm_int32(a_bits, self.panels, self.k, out)
-            return out
-        out = self._packed_out(a_bits.shape[0])
-        cpu.xnor_gemm_threshold_packed(a_bits, self.panels, self.k, *self.epilogue, out.view(np.uint8))
-        return out
+        else:
+            out = self._packed_out(a_bits.shape[0])
+        return cpu_run(a_bits, self.weights, self.k, self.epilogue, out)
 
 
 class PixelLayer(_PreparedLayer):
