@@ -154,11 +154,16 @@ def test_device_engine_matches_cpu_engine(cupy):
 
 
 def test_captured_epoch_replays_the_eager_steps(cupy):
+    from qnnlib.determinism import deterministic_algorithms
     from qnnlib.gpu.graphed_training import GraphedEpoch, fused_adam
     from qnnlib.models import mnist_mlp
     from qnnlib.training import TrainConfig
 
     def run(capture):
+        with deterministic_algorithms("cuda"):  # as inside training.train
+            return _run(capture)
+
+    def _run(capture):
         torch.manual_seed(1)
         model = mnist_mlp(hidden=128, depth=2, dropout_in=0.0, dropout_hidden=0.0).cuda()
         optimizer = fused_adam(model, 0.003)
@@ -176,3 +181,22 @@ def test_captured_epoch_replays_the_eager_steps(cupy):
     assert graphed == pytest.approx(eager, rel=1e-3)
     for value, ref in zip(model.state_dict().values(), reference.state_dict().values()):
         torch.testing.assert_close(value.float(), ref.float(), rtol=1e-3, atol=1e-4)
+
+
+def test_training_loop_with_cuda_graph_stops_and_resumes(cupy, tmp_path):
+    """`train` with cuda_graph on CUDA: fused capturable Adam state in the checkpoint,
+    cut by its time budget after one epoch, resumed by the next call."""
+    from qnnlib.models import mnist_mlp
+    from qnnlib.training import train
+
+    x = torch.rand(900, 784, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = x[:, :10].argmax(dim=1)
+    splits = {"train": (x[:600], y[:600]), "val": (x[600:750], y[600:750]),
+              "test": (x[750:], y[750:])}
+    config = {"epochs": 3, "progress": False, "cuda_graph": True, "device": "cuda",
+              "checkpoint": str(tmp_path / "resume.pt"), "checkpoint_seconds": 1e9}
+    first = train(mnist_mlp(hidden=128, depth=2), splits, {**config, "max_seconds": 0})
+    assert list(first.history["epoch"]) == [1]
+    second = train(mnist_mlp(hidden=128, depth=2), splits, config)
+    assert list(second.history["epoch"]) == [1, 2, 3]
+    assert second.history["train_loss"].iloc[-1] < second.history["train_loss"].iloc[0]
