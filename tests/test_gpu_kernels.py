@@ -200,3 +200,16 @@ def test_training_loop_with_cuda_graph_stops_and_resumes(cupy, tmp_path):
     second = train(mnist_mlp(hidden=128, depth=2), splits, config)
     assert list(second.history["epoch"]) == [1, 2, 3]
     assert second.history["train_loss"].iloc[-1] < second.history["train_loss"].iloc[0]
+
+
+@pytest.mark.parametrize("variant", _variants())
+def test_more_row_tiles_than_grid_y_allows(cupy, variant):
+    """65,536 row tiles + 1 (M = 4,194,305): beyond gridDim.y, fine on grid x."""
+    _skip_without(variant)
+    rng = np.random.default_rng(4)
+    m, n = 65535 * 64 + 65, 3
+    a_bits = rng.integers(0, 2**64, (m, 1), dtype=np.uint64)
+    b_bits = rng.integers(0, 2**64, (n, 1), dtype=np.uint64)
+    expected = 64 - 2 * np.bitwise_count(a_bits ^ b_bits.T).astype(np.int32)
+    dots = xnor_gemm(cupy.asarray(a_bits), cupy.asarray(b_bits), 64, variant=variant)
+    np.testing.assert_array_equal(cupy.asnumpy(dots), expected)
