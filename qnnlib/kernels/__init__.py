@@ -27,7 +27,7 @@ import contextlib
 import numpy as np
 
 from qnnlib.bitpack import words_for
-from qnnlib.kernels import checks
+from qnnlib.kernels import checks, cpu, nibble
 from qnnlib.kernels.vector_ir import target_features
 
 __all__ = ["PackedWeights", "PixelLayer", "XnorLayer", "numba_threads", "prepare_weights",
@@ -38,7 +38,7 @@ VARIANTS = ("auto", "tensor_core", "cuda_core")
 # nibble-table kernel for all but small M (measured crossover; see `cpu_run`).
 _FEATURES = target_features()
 NIBBLE_KERNEL = "avx2" in _FEATURES and "avx512vpopcntdq" not in _FEATURES
-NIBBLE_MIN_ROWS = 16
+NIBBLE_MIN_ROWS = 8
 
 
 class PackedWeights:
@@ -60,8 +60,6 @@ class PackedWeights:
     def nibbles(self) -> np.ndarray:
         """The nibble layout of the AVX2 kernel (`qnnlib.kernels.nibble`), built on first use."""
         if self._nibbles is None:
-            from qnnlib.kernels import nibble
-
             self._nibbles = nibble.prepare_nibbles(panels_to_bits(self.panels, self.n))
         return self._nibbles
 
@@ -89,8 +87,6 @@ def prepare_weights(b_bits) -> PackedWeights:
     if not isinstance(b_bits, np.ndarray):
         raise TypeError(f"prepare_weights takes a NumPy uint64 array, got {type(b_bits).__name__}")
     checks.check_bits("b_bits", b_bits)
-    from qnnlib.kernels import cpu
-
     last = b_bits[:, -1]
     # the highest set bit of the last words: K must reach past it
     top = int(np.bitwise_or.reduce(last)) if len(last) else 0
@@ -134,8 +130,6 @@ def xnor_gemm(a_bits, b_bits, k, *, thresholds=None, flip=None, out=None, thread
 
 
 def _cpu_gemm(a_bits, b_bits, k, epilogue, out, threads):
-    from qnnlib.kernels import cpu
-
     weights = prepare_weights(b_bits)
     if epilogue is not None:
         epilogue = cpu.pad_epilogue(*epilogue, k, weights.panels.shape[0])
@@ -151,8 +145,6 @@ def cpu_run(a_bits, weights: PackedWeights, k, epilogue, out):
     (`qnnlib.kernels.nibble`) from NIBBLE_MIN_ROWS rows on; below that, its B layout
     (one byte per nibble, twice the packed size) costs more memory traffic than it saves.
     """
-    from qnnlib.kernels import cpu, nibble
-
     if NIBBLE_KERNEL and a_bits.shape[0] >= NIBBLE_MIN_ROWS:
         return nibble.run(a_bits, weights.nibbles, k, epilogue, out)
     if epilogue is None:

@@ -52,8 +52,9 @@ def padding_mask(k: int) -> np.uint64:
 
 def check_padding(xp, name, bits, k: int) -> None:
     """Padding bits past K in the last word of every row must be zero."""
-    mask = padding_mask(k)
-    if mask and bits.shape[0] and bool((bits[:, -1] & mask).any()):
+    if k % WORD_BITS == 0 or bits.shape[0] == 0:  # no padding bits (the common case: fast)
+        return
+    if bool((bits[:, -1] & padding_mask(k)).any()):
         raise ValueError(
             f"{name} has nonzero padding bits past k={k} in its last word; pack with "
             "pack_bits, which leaves them zero"
