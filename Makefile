@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[pipeline,test,book]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (qnnlib)"
 	$(BIN)/pip download --quiet --no-deps --dest $(VENV)/wheels "cffconvert==2.0.0"
-	-$(MAKE) --no-print-directory git-filters browser-deps
+	-$(MAKE) --no-print-directory -k git-filters browser-deps
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -80,14 +80,14 @@ def book_pages(site: Path) -> list[Path]:
     return [page for page in pages if page.is_file()]
 
 
-def print_pdf(site: Path, pdf: Path) -> list[str]:
-    """Print the book's pages to one A4 `pdf`; return the blocked non-local URLs."""
+def print_pdf(site: Path, pdf: Path, pages: list[Path] | None = None) -> list[str]:
+    """Print the book's pages (or `pages`) to one A4 `pdf`; return the blocked non-local URLs."""
     from pypdf import PdfWriter
 
     writer = PdfWriter()
     with offline_page() as (page, blocked, failed):
         page.emulate_media(media="print")
-        for html in book_pages(Path(site)):
+        for html in pages or book_pages(Path(site)):
             page.goto(html.resolve().as_uri(), wait_until="load")
             wait_for_mathjax(page)
             writer.append(io.BytesIO(page.pdf(format="A4", print_background=True, margin=MARGIN)))

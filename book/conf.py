@@ -41,6 +41,7 @@ def _commit() -> str:
 
 myst_substitutions = {"commit": _commit()}
 
+smartquotes = False                       # captions exactly as in results/FIGURES.md
 numfig = True
 numfig_format = {"figure": "Figure %s"}
 numfig_secnum_depth = 0
