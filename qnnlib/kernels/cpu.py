@@ -17,7 +17,8 @@ inner loop is xor + popcount + add on zmm registers, no spills. Those three vect
 per 8 words are the bound: on the development EPYC (Zen 5) the micro-kernel runs at
 42-46 Gword/s per core with A and B in L1, and the whole GEMM at about the same rate.
 Without AVX-512 VPOPCNTDQ, LLVM lowers the same vector IR to narrower instructions:
-still exact, only slower.
+still exact, only slower; on AVX2, `xnor_gemm` therefore runs the nibble-table kernel
+(`qnnlib.kernels.nibble`) for all but a few rows.
 
 Why hand-written vector IR, and the pieces it shares with the bit-plane kernel: see
 `qnnlib.kernels.vector_ir`.
