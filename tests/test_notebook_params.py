@@ -102,14 +102,21 @@ def kernel_like(monkeypatch):
     monkeypatch.delenv("QNN_RESULTS_DIR", raising=False)
 
 
-def test_interactive_kernel_writes_to_scratch_and_reads_committed_results(kernel_like):
-    root = paths.root()
+def test_interactive_kernel_writes_to_scratch_and_reads_committed_results(kernel_like, monkeypatch, tmp_path):
+    for name in ("params.yaml", "dvc.yaml"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    (tmp_path / "results" / "tables" / "run.csv").write_text("committed")
+    monkeypatch.setenv("QNN_PROJECT_DIR", str(tmp_path))
     assert paths.interactive()
-    assert paths.results_dir() == root / "scratch" / "results"
-    assert paths.output("tables", "x.csv") == root / "scratch" / "results" / "tables" / "x.csv"
-    # an input another stage committed (and scratch lacks) is read from results/
-    assert paths.results("tables", "claims.csv") == root / "results" / "tables" / "claims.csv"
-    assert paths.results("tables", "absent.csv") == root / "scratch" / "results" / "tables" / "absent.csv"
+    assert paths.results_dir() == tmp_path / "scratch" / "results"
+    assert paths.output("tables", "run.csv") == tmp_path / "scratch" / "results" / "tables" / "run.csv"
+    # an input another stage committed (and scratch lacks) is read from results/ ...
+    assert paths.results("tables", "run.csv") == tmp_path / "results" / "tables" / "run.csv"
+    assert paths.results("tables", "absent.csv") == tmp_path / "scratch" / "results" / "tables" / "absent.csv"
+    # ... until the interactive run writes its own
+    (tmp_path / "scratch" / "results" / "tables" / "run.csv").write_text("scratch")
+    assert paths.results("tables", "run.csv").read_text() == "scratch"
 
 
 def test_pipeline_and_explicit_folders_are_not_interactive(kernel_like, monkeypatch, tmp_path):
