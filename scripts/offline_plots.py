@@ -22,14 +22,14 @@ import vl_convert
 
 def dvc_plot_specs(targets: list[str] | None = None) -> dict[str, dict]:
     """{plot id: Vega-Lite spec with inline data}, as `dvc plots show --json` gives them."""
-    command = ["dvc", "plots", "show", "--json", *(targets or [])]
+    command = [sys.executable, "-m", "dvc", "plots", "show", "--json", *(targets or [])]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     report = json.loads(done.stdout)
     if report.get("errors"):
         raise RuntimeError(f"dvc plots show reported errors: {json.dumps(report['errors'])[:2000]}")
-    return {name: plot["content"] for name, plots in report["data"].items()
+    return {name: plot["content"] for name, plots in report.get("data", {}).items()
             for plot in plots if plot.get("type") == "vega"}
 
 

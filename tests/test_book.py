@@ -107,3 +107,20 @@ def test_figure_page_in_a_browser_and_pdf(site, tmp_path):
     assert "Quantized Neural" in text and "MNIST test" in text
     assert [p.name for p in browser.book_pages(site)][:4] == ["index.html", "claims.html", "not_reproduced.html",
                                                                 "figures.html"]
+
+
+def test_make_plots_renders_every_dvc_plot_offline(tmp_path):
+    """`make plots`: every plot of dvc.yaml as PNG and SVG, and a page with no script at all."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import offline_plots
+    import yaml
+
+    expected = {next(iter(plot)) for plot in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]}
+    assert offline_plots.main(["--out", str(tmp_path)]) == 0
+    for name in expected:
+        assert (tmp_path / f"{name}.png").stat().st_size > 5_000, name
+        assert "<svg" in (tmp_path / f"{name}.svg").read_text()[:500]
+    index = (tmp_path / "index.html").read_text()
+    assert "<script" not in index and all(f'src="{name}.svg"' in index for name in expected)
+    assert offline_plots.dvc_plot_specs(["no/such/plot.csv"]) == {}
+    assert offline_plots.main(["--out", str(tmp_path / "none"), "--targets", "no/such/plot.csv"]) == 1
