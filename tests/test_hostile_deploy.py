@@ -109,6 +109,18 @@ def test_flipped_bytes_are_refused_or_harmless(good_file, engine, tmp_path_facto
     tried("byte changed", "loaded, consistent")
 
 
+@pytest.mark.parametrize("offset, value", [(8, 0x01), (8, 0x20), (10, 99)])
+def test_damaged_zip_directory_is_refused(good_file, tmp_path, offset, value):
+    """The first central-directory entry says "encrypted", "patched data" or an unknown
+    compression method: zipfile raises RuntimeError / NotImplementedError, which must
+    come out as a DeployError too."""
+    data = bytearray(good_file.read_bytes())
+    data[data.find(b"PK\x01\x02") + offset] = value
+    path = tmp_path / "damaged.npz"
+    path.write_bytes(bytes(data))
+    expect_error("damaged zip directory", DeployError, "not a readable BinaryMLP file", BinaryMLP.load, path)
+
+
 def hand_edits(good_file):
     arrays = dict(np.load(good_file))
     weights1 = arrays["weights1"].copy()

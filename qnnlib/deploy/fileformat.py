@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,10 @@ INPUT_SCALINGS = {"symmetric": "2*x/255 - 1"}
 INT32_MIN = np.iinfo(np.int32).min
 # |t| bound of the pixel layer's folded thresholds: 255 k plus the folding's search margin
 PIXEL_MARGIN = 16
+# What a damaged archive raises while it is read: zipfile refuses unknown compression
+# methods (NotImplementedError) and "encrypted" members (RuntimeError), zlib bad streams.
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError,
+               RuntimeError, zlib.error)
 _META_KEYS = {"format", "version", "input_scaling", "input_map", "in_features", "k", "units"}
 
 
@@ -74,7 +79,7 @@ def load(path) -> dict:
             raise ValueError("a single .npy array, not an .npz archive")
         with data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except _UNREADABLE as err:
         raise DeployError(f"{path} is not a readable BinaryMLP file (.npz expected): {err}") from err
     if "meta" not in arrays:
         raise DeployError(f"{path} is not a BinaryMLP file: no metadata")
