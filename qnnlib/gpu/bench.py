@@ -10,20 +10,20 @@
   the unoptimised kernel and with cuBLAS, and the labels of each against the float
   torch model on every image.
 
-Times are medians of `torch.utils.benchmark.Timer.blocked_autorange` (which
-synchronises the device around each block, so CuPy launches are covered too), in ms.
+Times are medians over samples taken by `qnnlib.timing.race`, with the device synchronised
+before every clock reading (CUDA-device-wide, so CuPy launches are covered too), in ms.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils import benchmark
 
 from qnnlib.bitpack import pack_bits
 from qnnlib.data import scale_inputs
 from qnnlib.deploy import BinaryMLP
 from qnnlib.gpu.engine import DeviceMLP
 from qnnlib.layers import QuantLinear
+from qnnlib.timing import race
 
 __all__ = ["median_ms", "gemm_methods", "kernel_benchmark", "inference_benchmark"]
 
@@ -31,13 +31,13 @@ INT8_MIN_ROWS = 17  # torch._int_mm needs M > 16 and K, N multiples of 8
 
 
 def median_ms(fn, min_run_time: float, min_samples: int = 3) -> float:
-    """Median wall time of `fn()` in ms over at least `min_samples` timed blocks of at
-    least `min_run_time` s in all (the device is synchronised around each block)."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
-    times = []
-    while len(times) < min_samples:  # a slow fn fills one block per call
-        times += timer.blocked_autorange(min_run_time=min_run_time).times
-    return 1e3 * float(np.median(times))
+    """Median wall time of `fn()` in ms over `min_samples` samples of about
+    `min_run_time / min_samples` s each (`qnnlib.timing.race`, the project's one timing
+    helper; the device is synchronised before every clock reading)."""
+    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else None
+    timing = race({"fn": fn}, repeats=min_samples, min_sample_s=min_run_time / min_samples,
+                  synchronize=synchronize)["fn"]
+    return 1e3 * timing.median_s
 
 
 def _sign_matrix(xp, rows, cols, seed):
