@@ -93,7 +93,7 @@ def run_notebook(name: str, parameters: dict | None = None, output_dir: Path | N
 
 def stamp_metrics(name: str, record: dict) -> None:
     """Add the run's provenance to the notebook's metrics file, results/metrics/<name>.json."""
-    metrics_path = paths.results("metrics", f"{name}.json")
+    metrics_path = paths.results_dir() / "metrics" / f"{name}.json"  # never a fallback copy
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         metrics["provenance"] = record
