@@ -18,7 +18,7 @@ from . import paths
 from .runs import load_json, load_metrics, load_run, error_pct  # noqa: F401 (notebooks read runs here)
 
 __all__ = ["PENDING_GPU", "CLAIMS", "COLUMNS", "load_json", "load_metrics", "load_run", "error_pct",
-           "gpu_gemm_speedup", "claims_table", "markdown_table", "update_readme"]
+           "gpu_gemm_speedup", "gpu_runtime_speedup", "claims_table", "markdown_table", "update_readme"]
 
 PENDING_GPU = "pending (needs GPU)"
 COLUMNS = ["claim", "paper", "ours", "setting", "command"]
@@ -28,23 +28,51 @@ README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
 CLAIMS = yaml.safe_load(Path(__file__).with_name("claims.yaml").read_text())
 
 
-def gpu_gemm_speedup(report: dict | None, size: int = 8192) -> dict | None:
-    """From benchmarks/xnor_gemm.py's JSON: the fastest XNOR kernel's speed-up over cuBLAS
-    SGEMM at size^3, as {"speedup", "variant", "gpu"}; None when no GPU row exists."""
-    if not report:
+def measured_on_gpu(report: dict | None) -> bool:
+    """A GPU benchmark report (`make gpu`) that ran on a device, not a dry run."""
+    return bool(report) and report.get("backend") == "cuda" and not report.get("dry_run")
+
+
+def gpu_name(report: dict) -> str:
+    return ((report.get("provenance") or {}).get("gpu") or {}).get("gpu") or "GPU"
+
+
+def gpu_gemm_row(report: dict | None, shape: str = "8192^3") -> dict | None:
+    """The row of results/benchmarks/gpu_kernels.json for `shape`, with the fastest exact
+    XNOR kernel as {"xnor_ms", "variant"}; None before `make gpu` has run on a GPU."""
+    if not measured_on_gpu(report):
         return None
-    for row in report.get("gpu") or []:
-        if row.get("M") == size and row.get("cublas_sgemm_ms"):
-            times = {key[len("xnor_"):-len("_ms")]: value for key, value in row.items()
-                     if key.startswith("xnor_") and key.endswith("_ms") and value}
-            if not times:
-                return None
-            variant = min(times, key=times.get)
-            gpu = (report.get("machine") or {}).get("gpu") or "GPU"
-            if isinstance(gpu, dict):  # a `qnnlib.provenance` machine description
-                gpu = gpu.get("gpu") or "GPU"
-            return {"speedup": row["cublas_sgemm_ms"] / times[variant], "variant": variant, "gpu": gpu}
+    for row in report.get("shapes") or []:
+        if row.get("shape") != shape:
+            continue
+        exact = row.get("exact") or {}
+        times = {variant: row.get(f"xnor_{variant}_ms") for variant in ("cuda_core", "tensor_core")}
+        times = {v: t for v, t in times.items() if t and exact.get(f"xnor_{v}", True)}
+        if not times:
+            return None
+        variant = min(times, key=times.get)
+        return {**row, "xnor_ms": times[variant], "variant": variant, "gpu": gpu_name(report)}
     return None
+
+
+def gpu_gemm_speedup(report: dict | None) -> dict | None:
+    """The fastest XNOR kernel against cuBLAS SGEMM (TF32 off) and against the
+    unoptimised float32 kernel at 8192^3: {"vs_cublas", "vs_unoptimised", "variant", "gpu"}."""
+    row = gpu_gemm_row(report)
+    if row is None:
+        return None
+    return {"vs_cublas": row["cublas_sgemm_ms"] / row["xnor_ms"],
+            "vs_unoptimised": (row["naive_float_ms"] / row["xnor_ms"]) if row.get("naive_float_ms") else None,
+            "variant": row["variant"], "gpu": row["gpu"]}
+
+
+def gpu_runtime_speedup(report: dict | None) -> dict | None:
+    """The MNIST BNN on the GPU against the same float32 network with the unoptimised
+    kernel (results/benchmarks/gpu_inference.json), only when every label agrees."""
+    if not measured_on_gpu(report) or not report.get("all_agree"):
+        return None
+    return {"vs_unoptimised": report["bnn_vs_float_naive"], "vs_cublas": report["bnn_vs_float_cublas"],
+            "images": report["images"], "gpu": gpu_name(report)}
 
 
 def claims_table(ours: dict) -> pd.DataFrame:

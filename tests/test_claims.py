@@ -37,17 +37,31 @@ def test_optional_metrics(tmp_path, monkeypatch):
     assert claims.error_pct({"test_error": float("nan")}) is None
 
 
-def test_gpu_gemm_speedup():
+def gpu_report(**row):
+    return {"backend": "cuda", "dry_run": False, "provenance": {"gpu": {"gpu": "NVIDIA H100"}},
+            "shapes": [{"shape": "4096^3", "cublas_sgemm_ms": 1.0, "xnor_cuda_core_ms": 0.5},
+                       {"shape": "8192^3", "cublas_sgemm_ms": 8.0, "naive_float_ms": 40.0,
+                        "xnor_cuda_core_ms": 4.0, "xnor_tensor_core_ms": 1.0, **row}]}
+
+
+def test_gpu_gemm_speedup_reads_make_gpu_reports():
     assert claims.gpu_gemm_speedup(None) is None
-    assert claims.gpu_gemm_speedup({"gpu": []}) is None
-    report = {"machine": {"gpu": "NVIDIA H100"},
-              "gpu": [{"M": 4096, "cublas_sgemm_ms": 1.0, "xnor_cuda_core_ms": 0.5},
-                      {"M": 8192, "cublas_sgemm_ms": 8.0, "xnor_cuda_core_ms": 4.0,
-                       "xnor_tensor_core_ms": 1.0}]}
-    found = claims.gpu_gemm_speedup(report)
-    assert found == {"speedup": 8.0, "variant": "tensor_core", "gpu": "NVIDIA H100"}
-    assert claims.gpu_gemm_speedup(report, size=4096)["speedup"] == 2.0
-    assert claims.gpu_gemm_speedup(report, size=2048) is None
+    assert claims.gpu_gemm_speedup({**gpu_report(), "dry_run": True}) is None  # CPU dry run
+    assert claims.gpu_gemm_speedup({**gpu_report(), "backend": "cpu"}) is None
+    assert claims.gpu_gemm_speedup(gpu_report()) == {
+        "vs_cublas": 8.0, "vs_unoptimised": 40.0, "variant": "tensor_core", "gpu": "NVIDIA H100"}
+    # a kernel that is not exact is never quoted
+    slower = claims.gpu_gemm_speedup(gpu_report(exact={"xnor_tensor_core": False}))
+    assert slower["variant"] == "cuda_core" and slower["vs_cublas"] == 2.0
+
+
+def test_gpu_runtime_speedup_needs_every_label_to_agree():
+    report = {"backend": "cuda", "dry_run": False, "images": 10000, "all_agree": True,
+              "bnn_vs_float_naive": 9.5, "bnn_vs_float_cublas": 1.5,
+              "provenance": {"gpu": {"gpu": "NVIDIA H200"}}}
+    assert claims.gpu_runtime_speedup(report) == {"vs_unoptimised": 9.5, "vs_cublas": 1.5,
+                                                  "images": 10000, "gpu": "NVIDIA H200"}
+    assert claims.gpu_runtime_speedup({**report, "all_agree": False}) is None
 
 
 def test_markdown_and_readme_block(tmp_path):

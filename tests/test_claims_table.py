@@ -15,9 +15,9 @@ RUNTIME = {
                      "ratio_total": 31.88, "ratio_arithmetic": 262.4},
 }
 CPU_RUN = {"test_error": 0.0182, "best_epoch": 23, "epochs": 25}
-GEMM = {"machine": {"gpu": {"gpu": "NVIDIA H200", "capability": "9.0"}},
-        "gpu": [{"M": 8192, "cublas_sgemm_ms": 10.0, "xnor_cuda_core_ms": 4.0, "xnor_tensor_core_ms": 2.5}],
-        "cpu_vs_unoptimised": {"M": 100, "K": 4096, "N": 4096, "speedup": 1172.6}}
+GEMM = {"backend": "cuda", "dry_run": False, "provenance": {"gpu": {"gpu": "NVIDIA H200", "capability": "9.0"}},
+        "shapes": [{"shape": "8192^3", "cublas_sgemm_ms": 10.0, "naive_float_ms": 230.0,
+                    "xnor_cuda_core_ms": 4.0, "xnor_tensor_core_ms": 2.5}]}
 
 
 def ours(table):
@@ -26,13 +26,15 @@ def ours(table):
 
 def test_assemble_writes_every_measured_claim():
     table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_cpu": CPU_RUN, "mnist_paper": None},
-                     {"xnor_gemm": GEMM})
+                     {"gpu_kernels": GEMM})
     assert list(table.columns) == claims.COLUMNS and len(table) == len(claims.CLAIMS)
     rows = ours(table)
     text = {key: rows[spec["claim"]] for key, spec in claims.CLAIMS.items()}
     assert text["mnist_error_paper"] == (claims.PENDING_GPU, "")
     assert text["mnist_error_cpu"] == ("1.82 %", "3 x 2048, 25 epochs, best-validation epoch 23")
-    assert text["gemm_vs_cublas"] == ("4.0x faster", "NVIDIA H200, tensor_core kernel, 8192^3")
+    assert text["gemm_vs_cublas"] == ("4.0x faster", "NVIDIA H200, tensor-core kernel, 8192^3, TF32 off")
+    assert text["gemm_vs_unoptimised"] == (
+        "92.0x faster", "NVIDIA H200, tensor-core kernel, 8192^3, vs a one-thread-per-output float32 kernel")
     assert text["gemm_cpu"] == ("48.0x faster", "2048^3, 2 thread(s), vs torch.matmul float32 (notebook 06)")
     assert text["mnist_runtime_cpu"] == (
         "47.7x / 27.4x / 23.7x faster", "batch 1 / 100 / 10000, 3 x 2048 BNN, 2 thread(s), vs torch float32")
@@ -47,9 +49,13 @@ def test_assemble_writes_every_measured_claim():
 def test_paper_run_and_missing_benchmarks():
     paper = {"test_error": 0.0093, "best_epoch": 980, "epochs": 1000}
     table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_cpu": None, "mnist_paper": paper},
-                     {"xnor_gemm": None})
+                     {"gpu_kernels": None})
     text = {key: ours(table)[spec["claim"]] for key, spec in claims.CLAIMS.items()}
-    assert text["mnist_error_paper"] == ("0.93 %", "best-validation epoch 980 of 1000")
+    assert text["mnist_error_paper"] == ("0.93 %", "best-validation epoch 980; 1000 of 1000 epochs run")
+    partial = {**paper, "epochs": 950, "best_epoch": 949, "config": {"epochs": 1000}}
+    table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_paper": partial}, {})
+    assert ours(table)[claims.CLAIMS["mnist_error_paper"]["claim"]][1] == (
+        "best-validation epoch 949; 950 of 1000 epochs run")
     assert text["mnist_error_cpu"][0] == "not run"
     assert text["gemm_vs_cublas"][0] == claims.PENDING_GPU
 

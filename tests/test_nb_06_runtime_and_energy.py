@@ -52,7 +52,7 @@ def test_runtime_and_energy_notebook(tmp_path, monkeypatch):
     assert metrics["gpu_gemm_vs_cublas"] == "pending (needs GPU)"
 
     # the packed engine written next to the checkpoint loads and predicts
-    engine = BinaryMLP.load(tmp_path / "checkpoints" / "tiny_bnn_binary.npz")
+    engine = BinaryMLP.load(results / "models" / "tiny_bnn_binary.npz")
     assert engine.predict(np.zeros((2, 28, 28), np.uint8)).shape == (2,)
 
     tables = results / "tables"
