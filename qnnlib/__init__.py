@@ -1,12 +1,16 @@
-"""qnnlib: the library behind the qnn-replication notebooks.
+"""qnnlib: the numerical core of the qnn-replication.
 
 Quantizers and their straight-through estimators (`quantizers`), quantized layers
 (`layers`), the paper's MNIST network (`models`), its training protocol (`training`,
-`cli`), verified MNIST loading (`data`), bit packing and XNOR-popcount GEMM kernels
-(`bitpack`, `kernels`), a bit-packed inference engine (`deploy`), and what the notebooks
-share: accumulator formats, shift-based batch norm and AdaMax, energy accounting,
-experiment grids, figures, claims (`accumulators`, `shift`, `energy`, `experiments`,
-`viz`, `claims`).
+`train_config`, `checkpoints`, `determinism`), verified MNIST loading (`data`), bit
+packing and XNOR-popcount GEMM kernels (`bitpack`, `kernels`), the bit-packed inference
+engine (`deploy`, `gpu`), and the method code the notebooks share: experiment grids,
+accumulator formats, shift-based batch norm and AdaMax, the straight-through estimator's
+maths, energy accounting, timing and provenance (`experiments`, `accumulators`, `shift`,
+`ste`, `binarization`, `energy`, `timing`, `provenance`).
+
+It imports only torch, torchvision, numpy, numba, pandas and tqdm (CuPy lazily); the
+pipeline around it (notebooks, DVC, claims, figures) is the `qnnpipeline` package.
 
 Paper: Hubara, Courbariaux, Soudry, El-Yaniv, Bengio, "Quantized Neural Networks:
 Training Neural Networks with Low Precision Weights and Activations", arXiv:1609.07061.
