@@ -283,3 +283,21 @@ def test_cuda_kernels_match_integer_matmul(variant, m, k, n):
     np.testing.assert_array_equal(cupy.asnumpy(bits), reference_epilogue(a @ b.T, thresholds, flip))
     packed = pack_bits(cupy.asarray(a.astype(np.float32)))
     np.testing.assert_array_equal(cupy.asnumpy(packed), a_bits)
+
+
+@pytest.mark.gpu
+def test_cuda_operands_are_checked_like_cpu_ones():
+    """flip values other than 0/1, nonzero padding bits and empty outputs, on CuPy arrays."""
+    cupy = pytest.importorskip("cupy")
+    if cupy.cuda.runtime.getDeviceCount() == 0:
+        pytest.skip("no CUDA device")
+    bits = cupy.asarray(pack_bits(np.ones((3, 100))))
+    bad_flip = cupy.asarray(np.array([0, 2, 1], np.uint8).view(np.bool_))
+    with pytest.raises(ValueError, match="flip must hold only 0/1"):
+        xnor_gemm(bits, bits, 100, thresholds=cupy.zeros(3), flip=bad_flip)
+    dirty = bits.copy()
+    dirty[0, -1] |= np.uint64(1) << np.uint64(63)
+    with pytest.raises(ValueError, match="a_bits has nonzero padding bits past k=100"):
+        xnor_gemm(dirty, bits, 100)
+    assert xnor_gemm(bits[:0], bits, 100).shape == (0, 3)
+    assert xnor_gemm(bits, bits[:0], 100, thresholds=cupy.zeros(0)).shape == (3, 0)
