@@ -176,6 +176,14 @@ def _block(a_bits, r0, r1, panels, g0, k, thresholds, flip, dst, dst_r0, dst_c0,
 
 
 @_jit
+def work_unit(unit, n_blocks, chunk, m):
+    """Rows r0:r1 and the column block of work unit `unit`: units enumerate (row chunks of
+    `chunk` rows) x (`n_blocks` 64-column blocks), so each owns whole output words."""
+    r0 = (unit // n_blocks) * chunk
+    return r0, min(m, r0 + chunk), unit % n_blocks
+
+
+@_jit
 def _chunk_rows(n_words):
     """Rows of A per unit: A_CHUNK_BYTES of A, a multiple of ROWS."""
     return max(ROWS, A_CHUNK_BYTES // (8 * n_words) // ROWS * ROWS)
@@ -191,9 +199,8 @@ def xnor_gemm_int32(a_bits, panels, k, out):
     no_thresholds = np.zeros(0, np.int32)
     no_flip = np.zeros(0, np.bool_)
     for unit in prange(n_chunks * n_blocks):
-        r0 = (unit // n_blocks) * chunk
-        r1 = min(m, r0 + chunk)
-        g0 = (unit % n_blocks) * BLOCK_PANELS
+        r0, r1, block = work_unit(unit, n_blocks, chunk, m)
+        g0 = block * BLOCK_PANELS
         c0 = g0 * LANES
         if c0 + BLOCK_COLS <= n:
             _block(a_bits, r0, r1, panels, g0, k, no_thresholds, no_flip, out, r0, c0, LANES)
@@ -216,9 +223,8 @@ def xnor_gemm_threshold_packed(a_bits, panels, k, thresholds, flip, out_bytes):
     n_chunks = (m + chunk - 1) // chunk
     n_blocks = panels.shape[0] // BLOCK_PANELS
     for unit in prange(n_chunks * n_blocks):
-        r0 = (unit // n_blocks) * chunk
-        r1 = min(m, r0 + chunk)
-        g0 = (unit % n_blocks) * BLOCK_PANELS
+        r0, r1, block = work_unit(unit, n_blocks, chunk, m)
+        g0 = block * BLOCK_PANELS
         _block(a_bits, r0, r1, panels, g0, k, thresholds, flip, out_bytes, r0, g0, 1)
 
 

@@ -28,6 +28,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from qnnlib.kernels.cpu import work_unit
 from qnnlib.kernels.vector_ir import I8, I32, I64, is_c_array
 
 GROUP = 32  # columns per ymm of nibbles
@@ -189,9 +190,7 @@ def gemm(offsets, nibbles, tables, k, thresholds, flip, out, packed):
     n_chunks = (m + chunk - 1) // chunk
     n_blocks = nibbles.shape[0] // GROUPS
     for unit in prange(n_chunks * n_blocks):
-        r0 = (unit // n_blocks) * chunk
-        r1 = min(m, r0 + chunk)
-        block = unit % n_blocks
+        r0, r1, block = work_unit(unit, n_blocks, chunk, m)
         c0 = block * BLOCK_COLS
         if packed:
             _block(offsets, r0, r1, nibbles, block * GROUPS, tables, k, thresholds, flip, out, r0, block * 8)
