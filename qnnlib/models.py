@@ -1,4 +1,4 @@
-"""The paper's MNIST multilayer perceptron and its full-precision twin.
+"""The paper's MNIST multilayer perceptron and its full-precision control.
 
 Layout (arXiv:1609.07061 Sec. 5.1 / 1602.02830 Sec. 2.7 and the authors' Theano
 Train-time/mnist.py):
@@ -24,14 +24,14 @@ __all__ = ["mnist_mlp", "full_precision_mlp", "build_model", "quant_linears"]
 MODES = ("deterministic", "stochastic")
 KINDS = ("bnn", "full_precision")
 # Quantizers whose gradient is an STE: ste_saturate / generator only concern these;
-# Identity and HardTanh keep their true gradients in the full-precision twin.
+# Identity and HardTanh keep their true gradients in the full-precision control.
 _STE_QUANTIZERS = (Sign, StochasticSign, LinearQuantizer, LogQuantizer)
 
 
 def _quantizer_from_bits(bits: int, mode: str, saturate: bool, generator, full_precision):
     """1 -> (stochastic) sign, 2..31 -> LinearQuantizer(bits), 32 -> `full_precision()`.
 
-    `mode` only matters at 1 bit, so one config can build both a BNN and its twin.
+    `mode` only matters at 1 bit, so one config can build both a BNN and its control.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -100,9 +100,9 @@ def mnist_mlp(hidden: int = 4096, depth: int = 3, weight_bits: int = 1, act_bits
 
 
 def full_precision_mlp(**kwargs) -> nn.Sequential:
-    """The same MLP with 32-bit weights and hard-tanh activations (the baseline twin).
+    """The same MLP with 32-bit weights and hard-tanh activations (the full-precision control).
 
-    Quantizer overrides are dropped too, so a BNN config can build its twin as is.
+    Quantizer overrides are dropped too, so a BNN config can build its control as is.
     """
     kwargs.update(weight_bits=32, act_bits=32, weight_quantizer=None, act_quantizer=None)
     return mnist_mlp(**kwargs)

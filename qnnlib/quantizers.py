@@ -262,7 +262,7 @@ class Identity(_Quantizer):
 
 
 class HardTanh(_Quantizer):
-    """Activation of the full-precision twin network (arXiv:1609.07061 Sec. 2.3, Eq. 4).
+    """Activation of the full-precision control network (arXiv:1609.07061 Sec. 2.3, Eq. 4).
 
     Forward: q = clamp(x, -1, 1).  Gradient: dL/dx = dL/dq * 1_{|x| <= 1}, its own
     derivative, which is the saturated STE of sign: the full-precision net sees the
