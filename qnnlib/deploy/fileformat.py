@@ -41,6 +41,16 @@ _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotI
 _META_KEYS = {"format", "version", "input_scaling", "input_map", "in_features", "k", "units"}
 
 
+def write_npz(file, arrays: dict) -> None:
+    """The `.npz` layout of `np.savez` with a fixed time stamp on every member, so the same
+    model always gives the same bytes (a committed, citable file that reruns do not touch)."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
+
+
 def save(path, layers, out_affine, in_features, input_scaling) -> None:
     """Write the model atomically: temp file in the target's folder, then os.replace."""
     if not isinstance(path, (str, os.PathLike)):
@@ -59,8 +69,8 @@ def save(path, layers, out_affine, in_features, input_scaling) -> None:
             arrays[f"flip{i}"] = np.packbits(layer["flip"])
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as file:  # a file object: np.savez would append ".npz" to a name
-            np.savez(file, **arrays)
+        with os.fdopen(handle, "wb") as file:
+            write_npz(file, arrays)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
