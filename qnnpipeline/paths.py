@@ -65,10 +65,17 @@ def checkpoints() -> Path:
     return _folder("QNN_CHECKPOINT_DIR", "checkpoints")
 
 
+def in_jupyter_kernel() -> bool:
+    """True inside a running Jupyter kernel (not merely a process that imported ipykernel,
+    as the papermill runner and pytest do)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def interactive() -> bool:
     """True in a Jupyter kernel that the pipeline did not start, with no QNN_RESULTS_DIR."""
-    return ("ipykernel" in sys.modules and not os.environ.get(PIPELINE_RUN)
-            and not os.environ.get("QNN_RESULTS_DIR"))
+    return (not os.environ.get(PIPELINE_RUN) and not os.environ.get("QNN_RESULTS_DIR")
+            and in_jupyter_kernel())
 
 
 def results_dir() -> Path:

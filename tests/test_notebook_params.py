@@ -97,7 +97,7 @@ def test_git_add_strips_outputs_from_sources_only(tmp_path):
 @pytest.fixture
 def kernel_like(monkeypatch):
     """A process that looks like a Jupyter kernel nobody from the pipeline started."""
-    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or object())
+    monkeypatch.setattr(paths, "in_jupyter_kernel", lambda: True)
     monkeypatch.delenv(paths.PIPELINE_RUN, raising=False)
     monkeypatch.delenv("QNN_RESULTS_DIR", raising=False)
 
@@ -169,3 +169,12 @@ def test_an_interactive_run_leaves_results_untouched(tmp_path):
     assert (scratch / "metrics" / "01_binarization.json").is_file()
     printed = json.dumps(json.loads((tmp_path / "out.ipynb").read_text())["cells"])
     assert "Interactive run: outputs go to scratch/results/" in printed
+
+
+def test_importing_ipykernel_does_not_make_a_kernel(monkeypatch):
+    """The papermill runner and pytest import ipykernel; only a running kernel is interactive."""
+    import ipykernel  # noqa: F401
+
+    monkeypatch.delenv(paths.PIPELINE_RUN, raising=False)
+    monkeypatch.delenv("QNN_RESULTS_DIR", raising=False)
+    assert not paths.in_jupyter_kernel() and not paths.interactive()
