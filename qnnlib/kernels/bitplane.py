@@ -23,7 +23,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from qnnlib.bitpack import WORD_BITS
-from qnnlib.kernels.vector_ir import (I64, LANES, V64, accumulate_popcounts, fire_bits,
+from qnnlib.kernels.vector_ir import (I64, LANES, V64, accumulate_popcounts, c_array, fire_bits,
                                       is_c_array, lane_flips, lane_thresholds, panel_pointers,
                                       splat, zero_accumulators)
 
@@ -51,9 +51,8 @@ def _bitplane_tile(rows: int):
                                out, types.intp, types.intp)
 
         def codegen(context, builder, sig, args):
-            planes_v, row, panels_v, panel0, sums_v, t_v, f_v, out_v, out_row, out_col = args
-            planes_a = context.make_array(sig.args[0])(context, builder, planes_v)
-            panels_a = context.make_array(sig.args[2])(context, builder, panels_v)
+            row, panel0 = args[1], args[3]
+            planes_a, panels_a = c_array(context, builder, sig, args, 0), c_array(context, builder, sig, args, 2)
             n_words = builder.extract_value(panels_a.shape, 1)
             row_words = builder.mul(n_words, I64(PIXEL_PLANES))
             acc = zero_accumulators(builder, rows, TILE_PANELS)
@@ -76,11 +75,8 @@ def _bitplane_tile(rows: int):
 
 def _store_fired(context, builder, sig, args, acc, rows):
     """The epilogue of `_bitplane_tile`: t = 2 acc - sum(x), compared in 64-bit lanes."""
-    _, row, _, panel0, sums_v, t_v, f_v, out_v, out_row, out_col = args
-    sums_a = context.make_array(sig.args[4])(context, builder, sums_v)
-    t_a = context.make_array(sig.args[5])(context, builder, t_v)
-    f_a = context.make_array(sig.args[6])(context, builder, f_v)
-    out_a = context.make_array(sig.args[7])(context, builder, out_v)
+    row, panel0, out_row, out_col = args[1], args[3], args[8], args[9]
+    sums_a, t_a, f_a, out_a = (c_array(context, builder, sig, args, i) for i in (4, 5, 6, 7))
     out_cols = builder.extract_value(out_a.shape, 1)
     for p in range(TILE_PANELS):
         first = builder.mul(builder.add(panel0, I64(p)), I64(LANES))

@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
 
-from qnnlib.kernels.vector_ir import (I32, I64, LANES, V32, accumulate_popcounts, fire_bits,
+from qnnlib.kernels.vector_ir import (I32, I64, LANES, V32, accumulate_popcounts, c_array, fire_bits,
                                       is_c_array, lane_flips, lane_thresholds, panel_pointers,
                                       splat, zero_accumulators)
 
@@ -109,9 +109,8 @@ def _micro_kernel(rows: int, panels: int):
                                dst, types.intp, types.intp)
 
         def codegen(context, builder, sig, args):
-            a_val, a_row, b_val, panel0, k, t_val, f_val, dst_val, dst_row, dst_col = args
-            a_arr = context.make_array(sig.args[0])(context, builder, a_val)
-            b_arr = context.make_array(sig.args[2])(context, builder, b_val)
+            a_row, panel0 = args[1], args[3]
+            a_arr, b_arr = c_array(context, builder, sig, args, 0), c_array(context, builder, sig, args, 2)
             n_words = builder.extract_value(a_arr.shape, 1)
             a_ptrs = [builder.gep(a_arr.data, [builder.mul(builder.add(a_row, I64(r)), n_words)])
                       for r in range(rows)]
@@ -119,35 +118,37 @@ def _micro_kernel(rows: int, panels: int):
             accumulate_popcounts(builder, acc, a_ptrs,
                                  panel_pointers(builder, b_arr.data, panel0, n_words, panels),
                                  n_words, builder.xor)
-
-            # dot = k - 2 * mismatches, in int32 lanes (|dot| <= k < 2**30).
-            k_lanes = splat(builder, builder.trunc(k, I32), V32)
-            one = splat(builder, I32(1), V32)
-            dst_arr = context.make_array(sig.args[7])(context, builder, dst_val)
-            dst_cols = builder.extract_value(dst_arr.shape, 1)
-            packed = sig.args[7].dtype == types.uint8
-            if packed:
-                t_arr = context.make_array(sig.args[5])(context, builder, t_val)
-                f_arr = context.make_array(sig.args[6])(context, builder, f_val)
-            for r in range(rows):
-                row = builder.add(dst_row, I64(r))
-                dst_row_ptr = builder.gep(dst_arr.data, [builder.mul(row, dst_cols)])
-                for p in range(panels):
-                    mismatches = builder.trunc(builder.load(acc[r][p]), V32)
-                    dots = builder.sub(k_lanes, builder.shl(mismatches, one))
-                    if not packed:
-                        ptr = builder.gep(dst_row_ptr, [builder.add(dst_col, I64(LANES * p))])
-                        builder.store(dots, builder.bitcast(ptr, V32.as_pointer()), align=4)
-                        continue
-                    first = builder.mul(builder.add(panel0, I64(p)), I64(LANES))
-                    fire = builder.icmp_signed(">=", dots, lane_thresholds(builder, t_arr.data, first))
-                    bits = fire_bits(builder, fire, lane_flips(builder, f_arr.data, first))
-                    builder.store(bits, builder.gep(dst_row_ptr, [builder.add(dst_col, I64(p))]))
+            _store_dots(context, builder, sig, args, acc)
             return context.get_dummy_value()
 
         return signature, codegen
 
     return tile
+
+
+def _store_dots(context, builder, sig, args, acc):
+    """The epilogue of `_micro_kernel`: dot = k - 2 * mismatches in int32 lanes
+    (|dot| <= k < 2**30), stored as int32 or as the packed threshold bits."""
+    panel0, k, dst_row, dst_col = args[3], args[4], args[8], args[9]
+    k_lanes = splat(builder, builder.trunc(k, I32), V32)
+    one = splat(builder, I32(1), V32)
+    dst_arr = c_array(context, builder, sig, args, 7)
+    dst_cols = builder.extract_value(dst_arr.shape, 1)
+    packed = sig.args[7].dtype == types.uint8
+    if packed:
+        t_arr, f_arr = c_array(context, builder, sig, args, 5), c_array(context, builder, sig, args, 6)
+    for r, row_acc in enumerate(acc):
+        dst_row_ptr = builder.gep(dst_arr.data, [builder.mul(builder.add(dst_row, I64(r)), dst_cols)])
+        for p, cell in enumerate(row_acc):
+            dots = builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(cell), V32), one))
+            if not packed:
+                ptr = builder.gep(dst_row_ptr, [builder.add(dst_col, I64(LANES * p))])
+                builder.store(dots, builder.bitcast(ptr, V32.as_pointer()), align=4)
+                continue
+            first = builder.mul(builder.add(panel0, I64(p)), I64(LANES))
+            fire = builder.icmp_signed(">=", dots, lane_thresholds(builder, t_arr.data, first))
+            bits = fire_bits(builder, fire, lane_flips(builder, f_arr.data, first))
+            builder.store(bits, builder.gep(dst_row_ptr, [builder.add(dst_col, I64(p))]))
 
 
 _tile = _micro_kernel(ROWS, PANELS)

@@ -29,7 +29,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from qnnlib.kernels.cpu import work_unit
-from qnnlib.kernels.vector_ir import I8, I32, I64, is_c_array
+from qnnlib.kernels.vector_ir import (I8, I32, I64, fire_bits, is_c_array, lane_flips,
+                                      lane_thresholds)
 
 GROUP = 32  # columns per ymm of nibbles
 GROUPS = 2  # groups per micro-tile: 64 columns, one word of the packed epilogue
@@ -158,11 +159,8 @@ def _store(builder, sig, args, arrays, totals, rows):
                 builder.store(dots, builder.bitcast(ptr, _V32.as_pointer()), align=4)
                 continue
             first = builder.mul(builder.add(group0, I64(g)), I64(GROUP))
-            t_ptr = builder.bitcast(builder.gep(t_a.data, [first]), _V32.as_pointer())
-            f_ptr = builder.bitcast(builder.gep(f_a.data, [first]), _V8.as_pointer())
-            fire = builder.icmp_signed(">=", dots, builder.load(t_ptr, align=4))
-            flips = builder.icmp_unsigned("!=", builder.load(f_ptr, align=1), ir.Constant(_V8, [0] * GROUP))
-            bits = builder.bitcast(builder.xor(fire, flips), I32)
+            fire = builder.icmp_signed(">=", dots, lane_thresholds(builder, t_a.data, first, GROUP))
+            bits = fire_bits(builder, fire, lane_flips(builder, f_a.data, first, GROUP))
             ptr = builder.gep(row_ptr, [builder.add(dst_col, I64(4 * g))])
             builder.store(bits, builder.bitcast(ptr, I32.as_pointer()), align=1)
 

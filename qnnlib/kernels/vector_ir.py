@@ -76,22 +76,29 @@ def accumulate_popcounts(builder, acc, row_pointers, panel_ptrs, n_words, combin
                 builder.store(builder.add(builder.load(acc[r][p]), ones), acc[r][p])
 
 
-def lane_flips(builder, flip_data, first):
-    """`<8 x i1>`: flip[first .. first + 7] != 0 (bool bytes)."""
-    ptr = builder.bitcast(builder.gep(flip_data, [first]), V8.as_pointer())
-    return builder.icmp_unsigned("!=", builder.load(ptr, align=1), ir.Constant(V8, [0] * LANES))
+def c_array(context, builder, sig, args, index):
+    """The Numba array structure of a codegen's argument `index` (data, shape, ...)."""
+    return context.make_array(sig.args[index])(context, builder, args[index])
 
 
-def lane_thresholds(builder, threshold_data, first):
-    """`<8 x i32>`: thresholds[first .. first + 7] (int32)."""
-    ptr = builder.bitcast(builder.gep(threshold_data, [first]), V32.as_pointer())
+def lane_flips(builder, flip_data, first, lanes=LANES):
+    """`<lanes x i1>`: flip[first .. first + lanes - 1] != 0 (bool bytes)."""
+    bytes_type = ir.VectorType(I8, lanes)
+    ptr = builder.bitcast(builder.gep(flip_data, [first]), bytes_type.as_pointer())
+    return builder.icmp_unsigned("!=", builder.load(ptr, align=1), ir.Constant(bytes_type, [0] * lanes))
+
+
+def lane_thresholds(builder, threshold_data, first, lanes=LANES):
+    """`<lanes x i32>`: thresholds[first .. first + lanes - 1] (int32)."""
+    ptr = builder.bitcast(builder.gep(threshold_data, [first]), ir.VectorType(I32, lanes).as_pointer())
     return builder.load(ptr, align=4)
 
 
 def fire_bits(builder, fire, flips):
-    """One byte whose bit `lane` is fire XOR flip: `<8 x i1>` -> i8 is a move out of the
-    compare's mask register; little-endian, byte j of a packed word holds its bits 8j..8j+7."""
-    return builder.bitcast(builder.xor(fire, flips), I8)
+    """An integer of `lanes` bits whose bit `lane` is fire XOR flip (`<8 x i1>` -> i8 is a
+    move out of the compare's mask register); little-endian, byte j of a packed word
+    holds its bits 8j..8j+7."""
+    return builder.bitcast(builder.xor(fire, flips), ir.IntType(fire.type.count))
 
 
 def target_features() -> set[str]:
