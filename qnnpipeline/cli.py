@@ -21,8 +21,6 @@ from pathlib import Path
 
 from . import paths
 from .params import apply_overrides, train_section
-from qnnlib.provenance import provenance
-
 from .runs import save_model, save_results
 
 
@@ -90,12 +88,10 @@ def train_one(config: dict, train_config, model, name: str) -> None:
     from qnnlib.data import load_mnist
     from qnnlib.training import train
 
-    record = provenance(threads=train_config.threads)  # the code state before any output
     start = time.perf_counter()
     splits = load_mnist(**{"root": paths.data(), **config["data"]})
     result = train(model, splits, train_config)
-    record["wall_seconds"] = round(time.perf_counter() - start, 1)
-    written = save_results(result, name, record)
+    written = save_results(result, name, wall_seconds=time.perf_counter() - start)
     weights, description = save_model(result.model, config, name)
     print(f"best epoch {result.best_epoch}: val error {100 * result.best_val_error:.2f} %, "
           f"test error {100 * result.test_error:.2f} %")

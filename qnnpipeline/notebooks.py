@@ -73,8 +73,6 @@ def run_notebook(name: str, parameters: dict | None = None, output_dir: Path | N
     executed = output_dir / source.name
     # The kernel inherits this process's environment: QNN_PIPELINE_RUN tells qnnpipeline.paths
     # that the pipeline runs the notebook, so it writes results/ (not scratch/, as interactively).
-    # The code state before the run: the run's own outputs must not count as a dirty tree.
-    record = provenance(threads=(parameters or {}).get("threads"))
     start = time.perf_counter()
     previous = os.environ.get(paths.PIPELINE_RUN)
     os.environ[paths.PIPELINE_RUN] = "1"
@@ -86,7 +84,8 @@ def run_notebook(name: str, parameters: dict | None = None, output_dir: Path | N
             os.environ.pop(paths.PIPELINE_RUN, None)
         else:
             os.environ[paths.PIPELINE_RUN] = previous
-    record["wall_seconds"] = round(time.perf_counter() - start, 1)
+    record = provenance(threads=(parameters or {}).get("threads"),
+                        wall_seconds=time.perf_counter() - start)
     strip_volatile_metadata(executed, record)
     stamp_metrics(name, record)
     return executed

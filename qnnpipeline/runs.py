@@ -62,9 +62,9 @@ def error_pct(metrics: dict | None) -> float | None:
     return None if math.isnan(value) else 100 * value
 
 
-def save_results(result, name: str, record: dict | None = None) -> dict[str, Path]:
+def save_results(result, name: str, wall_seconds: float | None = None) -> dict[str, Path]:
     """Write results/metrics/<name>.json and results/tables/<name>_history.csv for a
-    `training.TrainResult`; `record` is the run's `provenance()` (taken now when omitted).
+    `training.TrainResult`.
 
     Errors appear twice: as percentages rounded to 2 decimals (stable under reruns on
     other machines for citation) and raw."""
@@ -78,7 +78,8 @@ def save_results(result, name: str, record: dict | None = None) -> dict[str, Pat
         "seconds": round(result.seconds, 1),
         "device": result.device,
         "config": result.config.to_dict(),
-        "provenance": record or provenance(threads=result.config.threads or torch.get_num_threads()),
+        "provenance": provenance(threads=result.config.threads or torch.get_num_threads(),
+                                 wall_seconds=wall_seconds),
     }
     metrics_path = write_json(paths.output("metrics", f"{name}.json"), metrics)
     history_path = paths.output("tables", f"{name}_history.csv")
