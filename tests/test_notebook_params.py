@@ -137,6 +137,7 @@ def test_the_runner_tells_the_kernel_it_is_the_pipeline(monkeypatch, tmp_path):
         shutil.copy(source, executed)
 
     monkeypatch.delenv(paths.PIPELINE_RUN, raising=False)
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path / "results"))  # never the committed results
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     run_notebook("05_mnist_results", output_dir=tmp_path)
     assert seen["flag"] == "1" and paths.PIPELINE_RUN not in os.environ
