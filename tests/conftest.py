@@ -1,4 +1,8 @@
-"""Fixtures several test files share."""
+"""Fixtures several test files share, and a guard: the suite leaves the committed results
+as it found them."""
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,3 +15,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _results_state() -> str:
+    """`git status` of the committed results: tests write into temporary folders only."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return subprocess.run(["git", "status", "--porcelain", "--", "results"], cwd=root,
+                              capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def pytest_sessionstart(session):
+    session.config.results_state = _results_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = _results_state()
+    if changed != getattr(session.config, "results_state", changed):
+        print(f"\nThe tests changed committed results:\n{changed}")
+        session.exitstatus = 1
