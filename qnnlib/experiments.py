@@ -20,9 +20,12 @@ stochastic binarization drawn from a stream independent of the data shuffling
 """
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import ContextManager
 
 import numpy as np
 import pandas as pd
@@ -108,7 +111,9 @@ def seeded_model(spec, seed: int):
 def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
              seeds: Iterable[int] = (0,), train: dict | None = None,
              after_run: Callable[[dict, int, TrainResult], dict] | None = None,
-             progress: bool = False, log: Callable[[str], None] | None = None) -> GridResult:
+             progress: bool = False, log: Callable[[str], None] | None = None,
+             context: Callable[[dict, int, torch.nn.Module], ContextManager] | None = None,
+             workers: int = 1) -> GridResult:
     """Train every configuration with every seed and collect tidy DataFrames.
 
     configs: list of configuration dicts (see the module docstring) or a mapping
@@ -120,48 +125,98 @@ def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
         "train" dict overrides them; the seed always comes from `seeds`).
     after_run: optional `after_run(config, seed, result) -> dict` called after each run
         (the model is at its best-validation epoch); its dict adds columns to `runs`.
+    context: optional `context(config, seed, model)` returning a context manager that
+        wraps the training of that run (notebook 02 holds the accumulators in another
+        number format this way); `after_run` is called after it has exited.
+    workers: runs trained at once, each in its own single-threaded process (forked, so
+        notebook-defined callables work). Every run is seeded on its own, so the results
+        do not depend on `workers`; only the wall time does.
     progress: show the per-run tqdm bar. log: e.g. `print`, called with one line per run.
     """
     configs = _normalise(configs)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("run_grid needs at least one seed")
-    shared = dict(train or {})
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    jobs = [(config, seed) for config in configs for seed in seeds]
+    task = _GridTask(splits, dict(train or {}), after_run, context, progress and workers == 1)
+    for config, _ in jobs:  # fail on a bad configuration before any training starts
+        TrainConfig.from_dict({**task.shared, **dict(config.get("train", {})), "seed": 0})
+    results = _map_runs(task, jobs, workers)
     run_rows, histories = [], []
-    for config in configs:
-        labels = {k: v for k, v in config.items() if k not in _RESERVED}
-        for seed in seeds:
-            values = {**shared, **dict(config.get("train", {})), "seed": seed}
-            values.setdefault("progress", progress)
-            train_config = TrainConfig.from_dict(values)
-            model = seeded_model(config["model"], seed)
-            start = time.perf_counter()
-            result = train_model(model, splits, train_config)
-            seconds = time.perf_counter() - start
-            history = result.history
-            last = history.iloc[-1] if len(history) else None
-            row = {"name": config["name"], **labels, "seed": seed,
-                   "best_epoch": result.best_epoch, "best_val_error": result.best_val_error,
-                   "test_error": result.test_error,
-                   "final_val_error": float(last["val_error"]) if last is not None else np.nan,
-                   "final_test_error": float(last["test_error"]) if last is not None else np.nan,
-                   "epochs": len(history), "seconds": seconds}
-            if after_run is not None:
-                extra = after_run(config, seed, result) or {}
-                clash = sorted(set(extra) & set(row))
-                if clash:
-                    raise ValueError(f"after_run returned reserved columns {clash}")
-                row.update(extra)
-            run_rows.append(row)
-            histories.append(history.assign(name=config["name"], **labels, seed=seed))
-            if log is not None:
-                log(f"{config['name']} seed={seed}: test error {100 * result.test_error:.2f}% "
-                    f"(best epoch {result.best_epoch}) in {seconds:.1f} s")
+    for (config, seed), (row, history) in zip(jobs, results):
+        run_rows.append(row)
+        histories.append(history)
+        if log is not None:
+            log(f"{config['name']} seed={seed}: test error {100 * row['test_error']:.2f}% "
+                f"(best epoch {row['best_epoch']}) in {row['seconds']:.1f} s")
     label_columns = list(dict.fromkeys(k for c in configs for k in c if k not in _RESERVED))
     history = pd.concat(histories, ignore_index=True)
     front = ["name", *label_columns, "seed"]
     history = history[front + [c for c in history.columns if c not in front]]
     return GridResult(pd.DataFrame(run_rows), history)
+
+
+@dataclass
+class _GridTask:
+    """What every run of one `run_grid` call shares."""
+
+    splits: dict
+    shared: dict
+    after_run: Callable | None
+    context: Callable | None
+    progress: bool
+
+    def __call__(self, job: tuple[dict, int]) -> tuple[dict, pd.DataFrame]:
+        config, seed = job
+        labels = {k: v for k, v in config.items() if k not in _RESERVED}
+        values = {**self.shared, **dict(config.get("train", {})), "seed": seed}
+        values.setdefault("progress", self.progress)
+        train_config = TrainConfig.from_dict(values)
+        model = seeded_model(config["model"], seed)
+        start = time.perf_counter()
+        with (self.context(config, seed, model) if self.context else nullcontext()):
+            result = train_model(model, self.splits, train_config)
+        seconds = time.perf_counter() - start
+        history = result.history
+        last = history.iloc[-1] if len(history) else None
+        row = {"name": config["name"], **labels, "seed": seed,
+               "best_epoch": result.best_epoch, "best_val_error": result.best_val_error,
+               "test_error": result.test_error,
+               "final_val_error": float(last["val_error"]) if last is not None else np.nan,
+               "final_test_error": float(last["test_error"]) if last is not None else np.nan,
+               "epochs": len(history), "seconds": seconds}
+        if self.after_run is not None:
+            extra = self.after_run(config, seed, result) or {}
+            clash = sorted(set(extra) & set(row))
+            if clash:
+                raise ValueError(f"after_run returned reserved columns {clash}")
+            row.update(extra)
+        return row, history.assign(name=config["name"], **labels, seed=seed)
+
+
+_CURRENT_TASK: _GridTask | None = None
+
+
+def _run_in_worker(job):
+    torch.set_num_threads(1)
+    return _CURRENT_TASK(job)
+
+
+def _map_runs(task: _GridTask, jobs: list, workers: int) -> list:
+    """`task` over `jobs` in order, in `workers` forked processes (or here, for 1)."""
+    global _CURRENT_TASK
+    workers = min(workers, len(jobs))
+    if workers == 1:
+        return [task(job) for job in jobs]
+    # Forked children inherit the task (data, callables) without pickling it.
+    _CURRENT_TASK = task
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_run_in_worker, jobs, chunksize=1)
+    finally:
+        _CURRENT_TASK = None
 
 
 def summarize(runs: pd.DataFrame, metric: str = "test_error",

@@ -174,3 +174,48 @@ def test_grid_summary_matches_statistics_computed_by_hand(grid):
 def test_format_mean_std():
     assert format_mean_std(0.01234, 0.0005) == "1.23 ± 0.05"
     assert format_mean_std(1.5, 0.25, scale=1, digits=1) == "1.5 ± 0.2"
+
+
+def test_parallel_workers_give_the_same_runs_as_one_process():
+    splits = synthetic_splits(300, features=20)
+    serial = run_grid(tiny_configs(), splits, seeds=[0, 1], train=TRAIN)
+    parallel = run_grid(tiny_configs(), splits, seeds=[0, 1], train=TRAIN, workers=2)
+    drop = ["seconds"]
+    pd.testing.assert_frame_equal(serial.runs.drop(columns=drop), parallel.runs.drop(columns=drop))
+    pd.testing.assert_frame_equal(serial.history.drop(columns=drop),
+                                  parallel.history.drop(columns=drop))
+
+
+def test_context_wraps_each_run_and_after_run_sees_its_state():
+    from contextlib import contextmanager
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    entered, seen = [], {}
+
+    @contextmanager
+    def count_steps(config, seed, model):
+        steps = []
+        handle = register_optimizer_step_post_hook(
+            lambda *args: steps.append(1))
+        entered.append((config["name"], seed, type(model).__name__))
+        seen[config["name"], seed] = steps
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def after_run(config, seed, result):
+        return {"steps": len(seen[config["name"], seed])}
+
+    grid = run_grid(tiny_configs()[:1], synthetic_splits(300, features=20), seeds=[0, 1],
+                    train=TRAIN, context=count_steps, after_run=after_run, workers=2)
+    # 100 training examples (a third of 300), batch 25: 4 steps an epoch, counted in the workers.
+    assert grid.runs["steps"].tolist() == [100 // TRAIN["batch_size"] * TRAIN["epochs"]] * 2
+    assert entered == []  # the runs happened in the workers, not here
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_worker_counts_are_refused(workers):
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        run_grid(tiny_configs(), synthetic_splits(300, features=20), seeds=[0], train=TRAIN,
+                 workers=workers)
