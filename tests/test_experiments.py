@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from qnnlib.experiments import (GridResult, binarization_generator, format_mean_std, run_grid,
+from qnnlib.experiments import (GridResult, binarization_generator, compare, format_mean_std, run_grid, t_quantile,
                                 summarize)
 from qnnlib.models import mnist_mlp
 from qnnlib.quantizers import StochasticSign
@@ -219,3 +219,30 @@ def test_bad_worker_counts_are_refused(workers):
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         run_grid(tiny_configs(), synthetic_splits(300, features=20), seeds=[0], train=TRAIN,
                  workers=workers)
+
+
+@pytest.mark.parametrize("p", [0.9, 0.95, 0.975, 0.995])
+def test_t_quantile_matches_closed_forms(p):
+    import math
+    from statistics import NormalDist
+    # df = 1 is the Cauchy distribution and df = 2 has a closed form; large df is normal.
+    assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-4)
+    assert t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-5)
+    assert t_quantile(p, 1e6) == pytest.approx(NormalDist().inv_cdf(p), rel=1e-4)
+
+
+def test_compare_welch_interval_by_hand():
+    # Equal variances and sizes: Welch's df = 2 (n - 1) = 4; t(0.975, 4) = 2.776445 (tables).
+    result = compare([0.01, 0.02, 0.03], [0.02, 0.03, 0.04])
+    half = 2.776445 * (2 * 0.0001 / 3) ** 0.5
+    assert result.difference == pytest.approx(-0.01)
+    assert (result.low, result.high) == pytest.approx((-0.01 - half, -0.01 + half), rel=1e-5)
+    assert result.verdict == "no clear difference"
+    assert not result.within(0.03) and result.within(0.04)
+    assert compare([0.01, 0.011, 0.012], [0.05, 0.051, 0.049]).verdict == "lower"
+    assert compare([0.05, 0.051, 0.049], [0.01, 0.011, 0.012]).verdict == "higher"
+    single = compare([0.01], [0.02, 0.03])
+    assert single.verdict == "single run" and not single.within(1.0)
+    assert "single run" in single.describe()
+    with pytest.raises(ValueError, match="non-empty, finite"):
+        compare([float("nan"), 0.1], [0.1, 0.2])
