@@ -56,15 +56,23 @@ def package_versions() -> dict:
     return versions
 
 
+# What a pipeline run itself writes: a later stage must not call its own code "dirty"
+# because an earlier stage has already rewritten its outputs.
+OUTPUTS = ("results", "dvc.lock")
+
+
 def git_state(folder: Path | None = None) -> dict:
     """{"commit", "dirty"} of the checkout holding `folder` (default: the working
-    directory); both None outside a git checkout or without git."""
+    directory); both None outside a git checkout or without git. "dirty" means a tracked
+    file other than the pipeline's own outputs (`OUTPUTS`) differs from the commit: the
+    code and parameters that produced a number are not exactly the commit's."""
     try:
         def git(*args):
             return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
                                   timeout=10, check=True).stdout.strip()
-        return {"commit": git("rev-parse", "HEAD"),
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        excluded = [f":(top,exclude){name}" for name in OUTPUTS]
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excluded)
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
