@@ -17,6 +17,11 @@ Formats (`AccumulatorFormat.parse`):
 - ``"fixed<k>"``: fixed point with k fractional bits on [-1, 1]:
   ``clamp(round(w * 2**k) / 2**k, -1, 1)`` (ties-to-even, like the float casts). Storing
   it takes k + 2 bits: a sign bit, one integer bit for +-1, k fractional bits.
+- ``"fixed<k>-sr"``: the same grid with *stochastic* rounding: with lo = floor(w 2**k) and
+  f = w 2**k - lo in [0, 1), store (lo + 1) / 2**k with probability f, else lo / 2**k.
+  It is unbiased, E[round(w)] = w, so an update smaller than the spacing survives in
+  expectation instead of always being rounded away (Gupta et al. 2015, "Deep learning with
+  limited numerical precision"). The draws come from an explicit `torch.Generator`.
 
 How it hooks in: `low_precision_accumulators(model, fmt)` registers PyTorch's global
 optimizer step hooks (`torch.optim.optimizer.register_optimizer_step_pre_hook` and
@@ -28,7 +33,8 @@ estimates stay in float32, so the experiment isolates the accumulator.
 
 Order with clipping: `training.train_step` clips W to [-1, 1] *after* `optimizer.step()`,
 so the rounding here happens before the clip. The order is harmless: +-1 is
-representable in every format and rounding is monotone, so round(clip(w)) == clip(round(w)).
+representable in every format and rounding is monotone, so round(clip(w)) == clip(round(w))
+(for stochastic rounding in distribution: any w >= 1 rounds to at least 1).
 """
 from __future__ import annotations
 
@@ -48,7 +54,8 @@ __all__ = ["AccumulatorFormat", "FLOAT_FORMATS", "LowPrecisionAccumulators",
 
 # name -> torch dtype of the IEEE-style float formats.
 FLOAT_FORMATS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_FIXED = re.compile(r"^fixed(\d+)$")
+_FIXED = re.compile(r"^fixed(\d+)(-sr)?$")
+ROUNDINGS = ("nearest", "stochastic")
 
 
 @dataclass(frozen=True)
@@ -58,16 +65,24 @@ class AccumulatorFormat:
     `kind` is "float" or "fixed"; `bits` is the float's precision p (mantissa bits plus
     the implicit leading one: 24, 11, 8) or the fixed point's fractional bits k. Both
     put the spacing of representable values on [0.5, 1) at 2**-bits, which is why the
-    notebook plots both kinds on one "bits of resolution" axis.
+    notebook plots both kinds on one "bits of resolution" axis. `rounding` is "nearest"
+    (ties to even) or "stochastic" (fixed point only, name suffix "-sr").
     """
 
     name: str
     kind: str
     bits: int
+    rounding: str = "nearest"
+
+    def __post_init__(self):
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        if self.rounding == "stochastic" and self.kind != "fixed":
+            raise ValueError("stochastic rounding is implemented for fixed point only")
 
     @classmethod
     def parse(cls, spec: "str | AccumulatorFormat") -> "AccumulatorFormat":
-        """"float32" | "bfloat16" | "float16" | "fixed<k>" (k >= 0) -> AccumulatorFormat."""
+        """"float32" | "bfloat16" | "float16" | "fixed<k>" | "fixed<k>-sr" (k >= 0)."""
         if isinstance(spec, AccumulatorFormat):
             return spec
         if spec in FLOAT_FORMATS:
@@ -75,9 +90,16 @@ class AccumulatorFormat:
             return cls(spec, "float", 1 - round(math.log2(torch.finfo(FLOAT_FORMATS[spec]).eps)))
         match = _FIXED.match(str(spec))
         if match:
-            return cls(f"fixed{int(match.group(1))}", "fixed", int(match.group(1)))
+            bits, stochastic = int(match.group(1)), bool(match.group(2))
+            return cls(f"fixed{bits}" + ("-sr" if stochastic else ""), "fixed", bits,
+                       "stochastic" if stochastic else "nearest")
         raise ValueError(f"unknown accumulator format {spec!r}: use one of "
-                         f"{sorted(FLOAT_FORMATS)} or 'fixed<k>' (e.g. 'fixed8')")
+                         f"{sorted(FLOAT_FORMATS)}, 'fixed<k>' or 'fixed<k>-sr' (e.g. 'fixed8')")
+
+    @property
+    def stochastic(self) -> bool:
+        """True for stochastic rounding (which needs a `torch.Generator`)."""
+        return self.rounding == "stochastic"
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -91,12 +113,26 @@ class AccumulatorFormat:
             return torch.finfo(self.dtype).bits
         return self.bits + 2
 
-    def round(self, w: torch.Tensor) -> torch.Tensor:
-        """w rounded to the nearest representable value (ties to even), as float32."""
+    def round(self, w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """w rounded to the format, as float32.
+
+        Nearest: the nearest representable value, ties to even. Stochastic (fixed point):
+        lo = floor(w 2**k), f = w 2**k - lo; lo + 1 with probability f (one uniform draw
+        u ~ U[0, 1) per entry from `generator`, up when u < f), so E[round(w)] = w on
+        [-1, 1]. Both clamp to [-1, 1].
+        """
         if self.kind == "float":
             return w.to(self.dtype).to(w.dtype)
         scale = 2.0 ** self.bits
-        return torch.clamp(torch.round(w * scale) / scale, -1.0, 1.0)
+        if not self.stochastic:
+            return torch.clamp(torch.round(w * scale) / scale, -1.0, 1.0)
+        if generator is None:
+            raise ValueError(f"{self.name} rounds stochastically: pass a torch.Generator")
+        scaled = w * scale  # exact: a power-of-two scale
+        low = torch.floor(scaled)
+        uniform = torch.rand(w.shape, generator=generator, dtype=w.dtype, device=generator.device)
+        up = (uniform.to(w.device) < scaled - low).to(w.dtype)
+        return torch.clamp((low + up) / scale, -1.0, 1.0)
 
     __call__ = round
 
@@ -114,9 +150,10 @@ class AccumulatorFormat:
         return 2.0 ** (exponent - (self.bits - 1))
 
 
-def round_to_format(w: torch.Tensor, fmt: "str | AccumulatorFormat") -> torch.Tensor:
-    """`AccumulatorFormat.parse(fmt).round(w)` (notebook 02)."""
-    return AccumulatorFormat.parse(fmt).round(w)
+def round_to_format(w: torch.Tensor, fmt: "str | AccumulatorFormat",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """`AccumulatorFormat.parse(fmt).round(w, generator)` (notebook 02)."""
+    return AccumulatorFormat.parse(fmt).round(w, generator)
 
 
 class LowPrecisionAccumulators:
@@ -126,14 +163,16 @@ class LowPrecisionAccumulators:
     On entry the weights are rounded to the format (the accumulator starts in it too)
     and two global optimizer hooks are registered; on exit both are removed, also when
     the body raises. The hooks act only on optimizers that hold at least one of the
-    model's QuantLinear weights.
+    model's QuantLinear weights. A stochastic format ("fixed<k>-sr") needs `generator`,
+    the source of its rounding draws (one uniform number per weight entry and step).
 
     After each optimizer step, for every weight entry with old value w and float32
     result w' of the step:
 
     - the update is *real* when clip(w') != w (clip to [-clip, clip]; a step that only
       pushes a clipped weight further out is no update in float32 either);
-    - it is *lost* when it is real and round(clip(w')) == w: the format rounds it away.
+    - it is *lost* when it is real and clip(round(w')) == w: the format rounds it away
+      (the stored value itself is tested, so a stochastic format's one draw decides both).
 
     Counts: `steps`, `updates` (real updates), `lost`, `lost_fraction` = lost / updates,
     `flips` (entries whose stored sign, hence binary weight, changed; sign(0) = +1);
@@ -145,8 +184,12 @@ class LowPrecisionAccumulators:
 
     def __init__(self, model: nn.Module, fmt: "str | AccumulatorFormat",
                  clip: float | None = 1.0, record_steps: bool = True,
-                 magnitude_edges=None):
+                 magnitude_edges=None, generator: torch.Generator | None = None):
         self.format = AccumulatorFormat.parse(fmt)
+        if self.format.stochastic and generator is None:
+            raise ValueError(f"{self.format.name} rounds stochastically: pass a torch.Generator "
+                             "so that the run is reproducible")
+        self.generator = generator
         self.weights = [layer.weight for layer in quant_linears(model)]
         if not self.weights:
             raise ValueError("the model has no QuantLinear layers: nothing to hold")
@@ -235,7 +278,10 @@ class LowPrecisionAccumulators:
             new = w.detach()
             intended = new.clamp(-self.clip, self.clip) if self.clip is not None else new
             real = intended != old
-            rounded = self.format.round(intended)
+            # Round once: a stochastic format must count and store the same draw. Rounding
+            # and clipping commute (+-clip is on the grid), so clip(round) = round(clip).
+            stored = self.format.round(new, self.generator)
+            rounded = stored.clamp(-self.clip, self.clip) if self.clip is not None else stored
             lost = real & (rounded == old)
             counts[0] += real.sum()
             counts[1] += lost.sum()
@@ -245,7 +291,7 @@ class LowPrecisionAccumulators:
                 bins = binned.shape[1]
                 binned[0] += torch.bincount(index[real.flatten()], minlength=bins)
                 binned[1] += torch.bincount(index[lost.flatten()], minlength=bins)
-            w.copy_(self.format.round(new))
+            w.copy_(stored)
         self._before = None
         self.steps += 1
         counts = counts.cpu()
@@ -258,7 +304,7 @@ class LowPrecisionAccumulators:
     def __enter__(self) -> "LowPrecisionAccumulators":
         with torch.no_grad():
             for w in self.weights:
-                w.copy_(self.format.round(w))
+                w.copy_(self.format.round(w, self.generator))
         self._handles = [register_optimizer_step_pre_hook(self._pre_step),
                          register_optimizer_step_post_hook(self._post_step)]
         return self
@@ -273,7 +319,8 @@ class LowPrecisionAccumulators:
 
 def low_precision_accumulators(model: nn.Module, fmt: "str | AccumulatorFormat",
                                clip: float | None = 1.0, record_steps: bool = True,
-                               magnitude_edges=None) -> LowPrecisionAccumulators:
+                               magnitude_edges=None,
+                               generator: torch.Generator | None = None) -> LowPrecisionAccumulators:
     """Hold `model`'s weight accumulators in `fmt` inside a `with` block (notebook 02)::
 
         with low_precision_accumulators(model, "fixed8") as acc:
@@ -281,8 +328,8 @@ def low_precision_accumulators(model: nn.Module, fmt: "str | AccumulatorFormat",
         acc.lost_fraction
 
     `clip` should match the training loop's clipping bound (1.0, or None without
-    clipping); it only affects which updates count as real. See
-    `LowPrecisionAccumulators`.
+    clipping); it only affects which updates count as real. `generator` drives the draws
+    of a stochastic format ("fixed8-sr"). See `LowPrecisionAccumulators`.
     """
     return LowPrecisionAccumulators(model, fmt, clip=clip, record_steps=record_steps,
-                                    magnitude_edges=magnitude_edges)
+                                    magnitude_edges=magnitude_edges, generator=generator)

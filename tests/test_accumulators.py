@@ -127,6 +127,80 @@ def test_spacing_of_fixed_point_and_eps():
         assert fmt.spacing(1.0) == torch.finfo(fmt.dtype).eps
 
 
+# -- stochastic rounding -------------------------------------------------------------
+
+def np_stochastic_fixed(x: np.ndarray, k: int, uniform: np.ndarray) -> np.ndarray:
+    """Independent float64 reference of fixed<k>-sr given the uniform draws: up one grid
+    step with probability equal to the distance from the lower neighbour, in steps."""
+    scaled = x.astype(np.float64) * 2.0**k
+    low = np.floor(scaled)
+    return np.clip((low + (uniform < scaled - low)) / 2.0**k, -1, 1).astype(np.float32)
+
+
+def test_parse_stochastic_rounding_names():
+    fmt = AccumulatorFormat.parse("fixed8-sr")
+    assert fmt == AccumulatorFormat("fixed8-sr", "fixed", 8, "stochastic")
+    assert fmt.stochastic and fmt.storage_bits == 10 and fmt.spacing(0.3) == 2.0 ** -8
+    assert not AccumulatorFormat.parse("fixed8").stochastic
+    assert AccumulatorFormat.parse("fixed8").rounding == "nearest"
+    with pytest.raises(ValueError, match="unknown accumulator format 'bfloat16-sr'"):
+        AccumulatorFormat.parse("bfloat16-sr")
+    with pytest.raises(ValueError, match="fixed point only"):
+        AccumulatorFormat("bfloat16", "float", 8, "stochastic")
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        AccumulatorFormat("fixed8", "fixed", 8, "up")
+    with pytest.raises(ValueError, match="pass a torch.Generator"):
+        round_to_format(torch.zeros(3), "fixed8-sr")
+
+
+@pytest.mark.parametrize("k", [0, 2, 4, 8])
+def test_stochastic_rounding_replays_the_reference_draw_for_draw(k):
+    x = torch.cat([_values(), torch.tensor([1.3, -2.0])])
+    out = round_to_format(x, f"fixed{k}-sr", torch.Generator().manual_seed(7))
+    uniform = torch.rand(x.shape, generator=torch.Generator().manual_seed(7)).numpy()
+    np.testing.assert_array_equal(out.numpy(), np_stochastic_fixed(x.numpy(), k, uniform))
+
+
+def test_stochastic_rounding_hits_the_exact_probabilities_on_the_grid():
+    """fixed4 (grid 1/16): x = lo + f/16 goes up with probability f; checked on 200 000
+    draws per value against the binomial standard deviation (5 sigma)."""
+    draws = 200_000
+    lo = torch.tensor([0.5, -0.25, 0.0, -1.0 / 16, 0.9375])
+    fractions = torch.tensor([0.1, 0.5, 0.75, 0.3, 0.9])
+    x = (lo + fractions / 16).repeat(draws, 1)
+    out = round_to_format(x, "fixed4-sr", torch.Generator().manual_seed(1))
+    went_up = (out == lo + 1.0 / 16).double().mean(dim=0)
+    stayed = (out == lo).double().mean(dim=0)
+    assert torch.all(went_up + stayed == 1)  # only the two neighbours ever appear
+    sigma = torch.sqrt(fractions.double() * (1 - fractions.double()) / draws)
+    assert torch.all((went_up - fractions.double()).abs() < 5 * sigma), went_up
+
+
+def test_stochastic_rounding_is_unbiased_on_the_grid_and_keeps_grid_values():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2_000, generator=g) * 2 - 1
+    samples = torch.stack([round_to_format(x, "fixed6-sr", g) for _ in range(2_000)])
+    assert torch.equal(samples * 64, torch.round(samples * 64))  # always on the grid
+    low, high = torch.floor(x * 64) / 64, torch.ceil(x * 64) / 64
+    assert torch.all((samples >= low) & (samples <= high))  # one of the two neighbours
+    # mean of 2000 draws: sd <= (1/64) / 2 / sqrt(2000) = 1.7e-4 per value
+    assert (samples.double().mean(0) - x.double()).abs().max() < 6 * 1.75e-4
+    assert abs(float((samples.double().mean(0) - x.double()).mean())) < 1e-5
+    on_grid = torch.tensor([-1.0, -0.5, 0.0, 3 / 64, 1.0])
+    for _ in range(20):
+        assert torch.equal(round_to_format(on_grid, "fixed6-sr", g), on_grid)
+    assert torch.equal(round_to_format(torch.tensor([1.3, -1.01]), "fixed6-sr", g),
+                       torch.tensor([1.0, -1.0]))
+
+
+def test_stochastic_rounding_is_reproducible_from_the_generator():
+    x = _values(2_000)
+    first = round_to_format(x, "fixed8-sr", torch.Generator().manual_seed(11))
+    again = round_to_format(x, "fixed8-sr", torch.Generator().manual_seed(11))
+    other = round_to_format(x, "fixed8-sr", torch.Generator().manual_seed(12))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
 # -- the context manager -----------------------------------------------------------
 
 class _SetTo(torch.optim.Optimizer):
@@ -236,6 +310,28 @@ def test_adam_steps_keep_weights_on_grid_and_other_optimizers_are_ignored():
     # lr 1e-3 steps are far below half the 2^-8 grid: almost every update is lost.
     assert acc.lost_fraction > 0.9
     assert not torch.equal(other.bias.detach() * 256, torch.round(other.bias.detach() * 256))
+
+
+def test_stochastic_accumulator_keeps_small_updates_in_expectation():
+    """fixed4-sr, 40 000 entries at 0.5 each stepped by a quarter of the 1/16 grid: round to
+    nearest would lose every update; stochastic rounding keeps a quarter of them (those
+    that moved one full step), and the stored mean equals the float32 result."""
+    n, step = 40_000, 0.25 / 16
+    layer = _layer([0.5] * n)
+    optimizer = _SetTo(layer.parameters(), torch.full((1, n), 0.5 + step))
+    with pytest.raises(ValueError, match="pass a torch.Generator"):
+        low_precision_accumulators(layer, "fixed4-sr")
+    with low_precision_accumulators(layer, "fixed4-sr", generator=torch.Generator().manual_seed(0)) as acc:
+        optimizer.step()
+    w = layer.weight.detach()
+    moved = int((w != 0.5).sum())
+    assert acc.updates == n and acc.lost == n - moved  # counted from the stored draw
+    assert torch.all((w == 0.5) | (w == 0.5 + 1 / 16))
+    assert abs(acc.lost_fraction - 0.75) < 5 * (0.75 * 0.25 / n) ** 0.5
+    assert abs(float(w.double().mean()) - (0.5 + step)) < 5 * (1 / 16) * (0.75 * 0.25 / n) ** 0.5
+    with low_precision_accumulators(_layer([0.5] * n), "fixed4") as nearest:
+        _SetTo(nearest.weights, torch.full((1, n), 0.5 + step)).step()
+    assert nearest.lost_fraction == 1.0
 
 
 def test_hooks_removed_on_exit_also_after_an_exception():
