@@ -1,6 +1,6 @@
 """The paper's MNIST multilayer perceptron and its full-precision control.
 
-Layout (arXiv:1609.07061 Sec. 5.1 / 1602.02830 Sec. 2.7 and the authors' Theano
+Layout (arXiv:1609.07061 "Benchmark results" / 1602.02830 and the authors' Theano
 Train-time/mnist.py):
 
     Dropout(0.2) -> depth x [QuantLinear(., 4096) -> BatchNorm -> QuantActivation -> Dropout(0.5)]
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .layers import QuantActivation, QuantLinear
-from .quantizers import (HardTanh, Identity, LinearQuantizer, LogQuantizer, Sign,
+from .quantizers import (DoReFaQuantizer, HardTanh, Identity, LinearQuant, LogQuantizer, Sign,
                          StochasticSign, get_quantizer)
 
 __all__ = ["mnist_mlp", "full_precision_mlp", "build_model", "quant_linears"]
@@ -25,14 +25,20 @@ MODES = ("deterministic", "stochastic")
 KINDS = ("bnn", "full_precision")
 # Quantizers whose gradient is an STE: ste_saturate / generator only concern these;
 # Identity and HardTanh keep their true gradients in the full-precision control.
-_STE_QUANTIZERS = (Sign, StochasticSign, LinearQuantizer, LogQuantizer)
+_STE_QUANTIZERS = (Sign, StochasticSign, LinearQuant, DoReFaQuantizer, LogQuantizer)
+# The k-bit grids `kbit_quantizer` may name (registry names of quantizers.QUANTIZERS).
+KBIT_QUANTIZERS = ("linear_quant", "dorefa", "log")
 
 
-def _quantizer_from_bits(bits: int, mode: str, saturate: bool, generator, full_precision):
-    """1 -> (stochastic) sign, 2..31 -> LinearQuantizer(bits), 32 -> `full_precision()`.
+def _quantizer_from_bits(bits: int, mode: str, saturate: bool, generator, full_precision,
+                         kbit_quantizer: str = "linear_quant"):
+    """1 -> (stochastic) sign, 2..31 -> `kbit_quantizer` at `bits` (default the paper's
+    LinearQuant), 32 -> `full_precision()`.
 
     `mode` only matters at 1 bit, so one config can build both a BNN and its control.
     """
+    if kbit_quantizer not in KBIT_QUANTIZERS:
+        raise ValueError(f"kbit_quantizer must be one of {KBIT_QUANTIZERS}, got {kbit_quantizer!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if int(bits) != bits or not 1 <= bits <= 32:
@@ -40,7 +46,7 @@ def _quantizer_from_bits(bits: int, mode: str, saturate: bool, generator, full_p
     if bits == 32:
         return full_precision()
     if bits > 1:
-        return LinearQuantizer(bits, saturate)
+        return get_quantizer({"name": kbit_quantizer, "bits": bits, "saturate": saturate})
     if mode == "stochastic":
         return StochasticSign(generator, saturate)
     return Sign(saturate)
@@ -64,11 +70,14 @@ def mnist_mlp(hidden: int = 4096, depth: int = 3, weight_bits: int = 1, act_bits
               ste_saturate: bool = True, dropout_in: float = 0.2, dropout_hidden: float = 0.5,
               bn_momentum: float = 0.1, bn_eps: float = 1e-4, in_features: int = 784,
               num_classes: int = 10, generator: torch.Generator | None = None,
-              weight_quantizer=None, act_quantizer=None) -> nn.Sequential:
+              weight_quantizer=None, act_quantizer=None,
+              kbit_quantizer: str = "linear_quant") -> nn.Sequential:
     """The paper's MNIST MLP (defaults: 784-3x4096-10 BNN, deterministic sign).
 
-    bits: 1 -> sign (stochastic sign when the mode is "stochastic"), 2..31 -> k-bit
-    linear quantizer, 32 -> full precision (Identity weights, HardTanh activations).
+    bits: 1 -> sign (stochastic sign when the mode is "stochastic"), 2..31 -> the k-bit
+    grid `kbit_quantizer` ("linear_quant": the paper's LinearQuant, the default;
+    "dorefa": DoReFa's grid; "log": LogQuant), 32 -> full precision (Identity weights,
+    HardTanh activations).
     `weight_quantizer` / `act_quantizer` (name, dict or module) override the bits.
     BatchNorm momentum 0.1 is PyTorch's convention for the Theano code's alpha = 0.1:
     both weight the new batch statistics by 0.1.
@@ -79,12 +88,14 @@ def mnist_mlp(hidden: int = 4096, depth: int = 3, weight_bits: int = 1, act_bits
     def weight_q():
         if weight_quantizer is not None:
             return _quantizer_from_spec(weight_quantizer, False, generator)
-        return _quantizer_from_bits(weight_bits, weight_mode, False, generator, Identity)
+        return _quantizer_from_bits(weight_bits, weight_mode, False, generator, Identity,
+                                    kbit_quantizer)
 
     def act_q():
         if act_quantizer is not None:
             return _quantizer_from_spec(act_quantizer, ste_saturate, generator)
-        return _quantizer_from_bits(act_bits, act_mode, ste_saturate, generator, HardTanh)
+        return _quantizer_from_bits(act_bits, act_mode, ste_saturate, generator, HardTanh,
+                                    kbit_quantizer)
 
     def batch_norm(width):
         return nn.BatchNorm1d(width, eps=bn_eps, momentum=bn_momentum)

@@ -2,12 +2,22 @@
 
 Three layers, from plain to trainable:
 
-1. plain functions (`sign`, `quantize_linear`, ...): the forward maths, no autograd
+1. plain functions (`sign`, `linear_quant`, ...): the forward maths, no autograd
    tricks; used by the deploy/kernel code and as references in tests;
 2. `ste_*` functions: the same forward, with the straight-through estimator (STE) of
    Sec. 2.3 as backward: grad * 1_{|x| <= 1} ("saturated", Eq. 4) or grad unchanged;
 3. small `nn.Module` classes, registered in `QUANTIZERS` so `params.yaml` can name a
    quantizer by string (`get_quantizer("sign")`, `{"name": "log", "bits": 4}`).
+
+Two k-bit linear grids live here, under their own names:
+
+- `linear_quant` / `LinearQuant` / "linear_quant": the paper's LinearQuant (section
+  "Quantized neural networks - more than 1 bit"), a k-bit two's-complement grid that
+  contains 0: for k = 2, {-1, -1/2, 0, 1/2}. The models' k-bit default.
+- `quantize_dorefa` / `DoReFaQuantizer` / "dorefa": DoReFa-Net's grid rescaled to
+  [-1, 1], 2**k levels with both ends and no zero: for k = 2, {-1, -1/3, 1/3, 1}.
+  `LinearQuantizer` and "linear" are its former names, kept so that existing configs
+  and tests keep their meaning.
 """
 from __future__ import annotations
 
@@ -15,9 +25,11 @@ import torch
 from torch import nn
 
 __all__ = [
-    "sign", "hard_sigmoid", "hard_tanh", "uniform_like", "stochastic_sign", "quantize_linear", "quantize_log",
-    "ste_sign", "ste_stochastic_sign", "ste_quantize_linear", "ste_quantize_log",
-    "Sign", "StochasticSign", "LinearQuantizer", "LogQuantizer", "Identity", "HardTanh",
+    "sign", "hard_sigmoid", "hard_tanh", "uniform_like", "stochastic_sign", "linear_quant_grid", "linear_quant",
+    "quantize_dorefa", "quantize_log",
+    "ste_sign", "ste_stochastic_sign", "ste_linear_quant", "ste_quantize_dorefa", "ste_quantize_log",
+    "Sign", "StochasticSign", "LinearQuant", "DoReFaQuantizer", "LinearQuantizer", "LogQuantizer",
+    "Identity", "HardTanh",
     "QUANTIZERS", "get_quantizer",
 ]
 
@@ -78,14 +90,50 @@ def _check_bits(bits: int) -> int:
     return int(bits)
 
 
-def quantize_linear(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Uniform k-bit quantization on [-1, 1] (Sec. 4, Eq. 5 rescaled to [-1, 1]).
+def linear_quant_grid(bits: int) -> tuple[float, float, float]:
+    """(Delta, minV, maxV) of the paper's LinearQuant at `bits` >= 2: the k-bit two's
+    complement fixed-point grid on [-1, 1),
+
+        Delta = 2**(1 - k),  minV = -1,  maxV = 1 - Delta,
+
+    i.e. the 2**k levels m * Delta for integers m in [-2**(k-1), 2**(k-1) - 1]. The
+    paper (section "Quantized neural networks - more than 1 bit") leaves Delta, minV
+    and maxV to the reader; this choice is what a k-bit signed integer scaled by
+    2**(1-k) holds, it contains 0, and its step is a power of two (a shift).
+    """
+    bits = _check_bits(bits)
+    if bits < 2:
+        raise ValueError(f"LinearQuant's grid needs bits >= 2 (1 bit is sign), got {bits}")
+    step = 2.0 ** (1 - bits)
+    return step, -1.0, 1.0 - step
+
+
+def linear_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """The paper's LinearQuant (section "Quantized neural networks - more than 1 bit"):
+
+        LinearQuant(x, bits) = Clip(round(x / Delta) * Delta, minV, maxV)
+
+    with (Delta, minV, maxV) = `linear_quant_grid(bits)` = (2**(1-k), -1, 1 - 2**(1-k)):
+    for k = 2 the levels are {-1, -1/2, 0, 1/2}. bits = 1 is `sign` (a 1-bit two's
+    complement grid {-1, 0} would not be a binary network). round is half-up,
+    floor(. + 0.5), like sign(0) = +1; since Delta is a power of two, x / Delta and the
+    levels are exact in floating point.
+    """
+    if _check_bits(bits) == 1:
+        return sign(x)
+    step, low, high = linear_quant_grid(bits)
+    return torch.clamp(torch.floor(x / step + 0.5) * step, low, high)
+
+
+def quantize_dorefa(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """DoReFa-Net's uniform grid (Zhou et al. 2016, arXiv:1606.06160), rescaled to [-1, 1]:
 
     q = floor(((clamp(x, -1, 1) + 1) / 2) * (2**bits - 1) + 0.5) / (2**bits - 1) * 2 - 1
 
-    2**bits levels spaced 2 / (2**bits - 1) apart, both ends included. Rounding is
-    half-up (floor(. + 0.5)) rather than torch.round's half-to-even, so that bits=1 is
-    exactly `sign` with sign(0) = +1.
+    2**bits levels spaced 2 / (2**bits - 1) apart, both ends included and no zero: for
+    k = 2, {-1, -1/3, 1/3, 1}. Not the paper's LinearQuant (see `linear_quant`). Rounding
+    is half-up (floor(. + 0.5)) rather than torch.round's half-to-even, so that bits=1
+    is exactly `sign` with sign(0) = +1.
     """
     levels = 2 ** _check_bits(bits) - 1
     unit = (hard_tanh(x) + 1) / 2
@@ -93,7 +141,8 @@ def quantize_linear(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def quantize_log(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logarithmic quantization: AP2(x) = sign(x) * 2**round(log2|x|) (Sec. 4, Eq. 6-7).
+    """The paper's LogQuant(x) = Clip(AP2(x), minV, maxV), AP2(x) = sign(x) * 2**round(log2|x|)
+    (section "Quantized neural networks - more than 1 bit").
 
     Code layout: 1 sign bit + (bits - 1) exponent bits, so the exponent takes the
     2**(bits-1) values {0, -1, ..., -(2**(bits-1) - 1)}: magnitudes in [2**-(2**(bits-1)-1), 1],
@@ -147,9 +196,14 @@ def ste_stochastic_sign(x: torch.Tensor, generator: torch.Generator | None = Non
     return _StraightThrough.apply(x, lambda t: stochastic_sign(t, generator), saturate)
 
 
-def ste_quantize_linear(x: torch.Tensor, bits: int, saturate: bool = True) -> torch.Tensor:
-    """`quantize_linear` forward, straight-through backward."""
-    return _StraightThrough.apply(x, lambda t: quantize_linear(t, bits), saturate)
+def ste_linear_quant(x: torch.Tensor, bits: int, saturate: bool = True) -> torch.Tensor:
+    """`linear_quant` (the paper's LinearQuant) forward, straight-through backward."""
+    return _StraightThrough.apply(x, lambda t: linear_quant(t, bits), saturate)
+
+
+def ste_quantize_dorefa(x: torch.Tensor, bits: int, saturate: bool = True) -> torch.Tensor:
+    """`quantize_dorefa` forward, straight-through backward."""
+    return _StraightThrough.apply(x, lambda t: quantize_dorefa(t, bits), saturate)
 
 
 def ste_quantize_log(x: torch.Tensor, bits: int, saturate: bool = True) -> torch.Tensor:
@@ -219,20 +273,40 @@ class StochasticSign(_Quantizer):
         return ste_sign(x, self.saturate)
 
 
-class LinearQuantizer(_KBitQuantizer):
-    """Uniform k-bit quantization on [-1, 1] (arXiv:1609.07061 Sec. 4, Eq. 5).
+class LinearQuant(_KBitQuantizer):
+    """The paper's LinearQuant (arXiv:1609.07061, section "Quantized neural networks -
+    more than 1 bit"); the models' k-bit quantizer.
 
-    Forward: q = floor(((clamp(x,-1,1) + 1)/2) * (2**bits - 1) + 0.5) / (2**bits - 1) * 2 - 1,
-    2**bits levels; bits=1 equals Sign.
-    Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate else dL/dq.
+    Forward: q = Clip(round(x / Delta) * Delta, minV, maxV) with Delta = 2**(1-bits),
+    minV = -1, maxV = 1 - Delta (k-bit two's complement; see `linear_quant_grid`);
+    bits=1 equals Sign.
+    Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate (Sec. 2.3) else dL/dq.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ste_quantize_linear(x, self.bits, self.saturate)
+        return ste_linear_quant(x, self.bits, self.saturate)
+
+
+class DoReFaQuantizer(_KBitQuantizer):
+    """DoReFa-Net's uniform grid on [-1, 1] (Zhou et al. 2016): 2**bits levels, both ends,
+    no zero; bits=1 equals Sign.
+
+    Forward: q = floor(((clamp(x,-1,1) + 1)/2) * (2**bits - 1) + 0.5) / (2**bits - 1) * 2 - 1.
+    Gradient: dL/dx = dL/dq * 1_{|x| <= 1} if saturate (Sec. 2.3) else dL/dq.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_quantize_dorefa(x, self.bits, self.saturate)
+
+
+# Former name of the DoReFa grid (registry "linear"): kept so existing configs and tests
+# keep their meaning; new code names "dorefa" or the paper's "linear_quant".
+LinearQuantizer = DoReFaQuantizer
 
 
 class LogQuantizer(_KBitQuantizer):
-    """Logarithmic (power-of-two) quantization (arXiv:1609.07061 Sec. 4, Eq. 6-7).
+    """The paper's LogQuant, power-of-two quantization (arXiv:1609.07061, section
+    "Quantized neural networks - more than 1 bit").
 
     Forward: q = sign(x) * 2**clamp(round(log2|x|), -(2**(bits-1) - 1), 0)
     (1 sign bit + bits-1 exponent bits; x == 0 -> +smallest magnitude).
@@ -244,7 +318,7 @@ class LogQuantizer(_KBitQuantizer):
 
 
 class Identity(_Quantizer):
-    """Full precision: no quantization (the 32-bit baseline of arXiv:1609.07061 Tab. 1-2).
+    """Full precision: no quantization (the 32-bit rows of arXiv:1609.07061 "Benchmark results").
 
     Forward: q = x.  Gradient: dL/dx = dL/dq.
     `saturate` is accepted so every registered quantizer takes the same argument;
@@ -282,7 +356,9 @@ class HardTanh(_Quantizer):
 QUANTIZERS: dict[str, type] = {
     "sign": Sign,
     "stochastic_sign": StochasticSign,
-    "linear": LinearQuantizer,
+    "linear_quant": LinearQuant,
+    "dorefa": DoReFaQuantizer,
+    "linear": DoReFaQuantizer,  # former name of "dorefa"
     "log": LogQuantizer,
     "identity": Identity,
     "hard_tanh": HardTanh,

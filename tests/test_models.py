@@ -5,8 +5,8 @@ from torch import nn
 
 from qnnlib.layers import QuantActivation, QuantLinear
 from qnnlib.models import build_model, full_precision_mlp, mnist_mlp, quant_linears
-from qnnlib.quantizers import (HardTanh, Identity, LinearQuantizer, LogQuantizer, Sign,
-                               StochasticSign)
+from qnnlib.quantizers import (DoReFaQuantizer, HardTanh, Identity, LinearQuant, LogQuantizer,
+                               Sign, StochasticSign)
 
 SMALL = dict(hidden=32, depth=3)
 
@@ -46,11 +46,40 @@ def test_depth_and_output_shape(depth):
 
 
 def test_bits_select_quantizers():
+    """k bits -> the paper's LinearQuant by default (weights keep no saturation mask:
+    they are clipped to [-1, 1] anyway; activations follow ste_saturate)."""
     model = mnist_mlp(**SMALL, weight_bits=2, act_bits=4, ste_saturate=False)
-    assert all(isinstance(l.weight_quantizer, LinearQuantizer) and l.weight_quantizer.bits == 2
+    assert all(type(l.weight_quantizer) is LinearQuant and l.weight_quantizer.bits == 2
                and l.weight_quantizer.saturate is False for l in quant_linears(model))
     acts = [m.quantizer for m in model if isinstance(m, QuantActivation)]
-    assert all(isinstance(a, LinearQuantizer) and a.bits == 4 for a in acts)
+    assert all(type(a) is LinearQuant and a.bits == 4 and a.saturate is False for a in acts)
+
+
+def test_two_bit_model_weights_sit_on_the_paper_grid_with_zero():
+    """Hand-computed 2-bit LinearQuant levels {-1, -1/2, 0, 1/2}; DoReFa's {-1, -1/3, 1/3, 1}."""
+    torch.manual_seed(0)
+    paper = quant_linears(mnist_mlp(**SMALL, weight_bits=2))[0].quantized_weight()
+    assert set(paper.unique().tolist()) == {-1.0, -0.5, 0.0, 0.5}
+    torch.manual_seed(0)
+    dorefa = quant_linears(mnist_mlp(**SMALL, weight_bits=2, kbit_quantizer="dorefa"))[0]
+    assert type(dorefa.weight_quantizer) is DoReFaQuantizer
+    torch.testing.assert_close(dorefa.quantized_weight().unique(),
+                               torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0]))
+
+
+@pytest.mark.parametrize("grid, cls", [("linear_quant", LinearQuant), ("dorefa", DoReFaQuantizer),
+                                       ("log", LogQuantizer)])
+def test_kbit_quantizer_picks_the_grid_but_not_one_or_32_bits(grid, cls):
+    model = mnist_mlp(**SMALL, weight_bits=3, act_bits=1, kbit_quantizer=grid)
+    assert all(type(l.weight_quantizer) is cls and l.weight_quantizer.bits == 3 for l in quant_linears(model))
+    assert all(type(m.quantizer) is Sign for m in model if isinstance(m, QuantActivation))
+    control = mnist_mlp(**SMALL, weight_bits=32, act_bits=32, kbit_quantizer=grid)
+    assert all(type(l.weight_quantizer) is Identity for l in quant_linears(control))
+
+
+def test_unknown_kbit_quantizer_is_refused():
+    with pytest.raises(ValueError, match="kbit_quantizer must be one of .*'ternary'"):
+        mnist_mlp(**SMALL, weight_bits=2, kbit_quantizer="ternary")
 
 
 def test_overrides_win_over_bits_and_get_model_settings():
@@ -103,7 +132,7 @@ def test_build_model_kinds_and_validation():
     assert isinstance(quant_linears(bnn)[0].weight_quantizer, Sign)
     twin = build_model({**SMALL, "kind": "full_precision", "weight_quantizer": "sign"})
     assert isinstance(quant_linears(twin)[0].weight_quantizer, Identity)
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(ValueError, match="unknown model config keys \\['learning_rate'\\]"):
         build_model({**SMALL, "learning_rate": 0.003})
     with pytest.raises(ValueError, match="kind must be one of"):
         build_model({**SMALL, "kind": "cnn"})

@@ -40,7 +40,8 @@ INSIDE = (BOUNDARY_INPUTS.abs() <= 1).float()  # boundary |x| = 1 included
 @pytest.mark.parametrize("ste", [
     q.ste_sign,
     lambda x, saturate: q.ste_stochastic_sign(x, torch.Generator().manual_seed(0), saturate),
-    lambda x, saturate: q.ste_quantize_linear(x, 3, saturate),
+    lambda x, saturate: q.ste_linear_quant(x, 3, saturate),
+    lambda x, saturate: q.ste_quantize_dorefa(x, 3, saturate),
     lambda x, saturate: q.ste_quantize_log(x, 3, saturate),
 ])
 def test_ste_gradient_masks(ste):
@@ -58,7 +59,7 @@ def test_ste_passes_upstream_gradient_through():
 
 
 def test_module_gradients_follow_saturate_flag():
-    for module in [q.Sign(), q.LinearQuantizer(2), q.LogQuantizer(2), q.StochasticSign()]:
+    for module in [q.Sign(), q.LinearQuant(2), q.DoReFaQuantizer(2), q.LogQuantizer(2), q.StochasticSign()]:
         assert torch.equal(grad_of(module, BOUNDARY_INPUTS), INSIDE)
     assert torch.equal(grad_of(q.Sign(saturate=False), BOUNDARY_INPUTS), torch.ones(9))
     # full precision: true gradients (identity; hard_tanh's own derivative)
@@ -140,26 +141,69 @@ def test_stochastic_sign_module_is_deterministic_in_eval():
     assert torch.equal(module(x), q.sign(x))
 
 
+def test_linear_quant_hand_computed_levels():
+    """The paper's LinearQuant with k-bit two's complement: Delta = 2**(1-k), levels
+    m * Delta for m in [-2**(k-1), 2**(k-1) - 1], by hand for k = 2 and 3."""
+    x = torch.linspace(-1.5, 1.5, 30001)
+    assert q.linear_quant(x, 2).unique().tolist() == [-1.0, -0.5, 0.0, 0.5]
+    assert q.linear_quant(x, 3).unique().tolist() == [-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75]
+    assert q.linear_quant_grid(2) == (0.5, -1.0, 0.5)
+    assert q.linear_quant_grid(4) == (0.125, -1.0, 0.875)
+    # nearest level, ties half up, clipped to [minV, maxV]
+    inputs = torch.tensor([-3.0, -0.8, -0.74, -0.26, -0.25, 0.0, 0.1, 0.25, 0.3, 0.9, 7.0])
+    expected = torch.tensor([-1.0, -1.0, -0.5, -0.5, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5])
+    assert torch.equal(q.linear_quant(inputs, 2), expected)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_linear_quant_matches_float_integer_reference(bits):
+    """Against an independent float64 computation: the nearest of the explicit integer
+    grid m / 2**(k-1) (torch.round away from ties), and a step-size error bound."""
+    x = torch.rand(5000, dtype=torch.float64, generator=torch.Generator().manual_seed(bits)) * 2.4 - 1.2
+    half = 2 ** (bits - 1)
+    integers = torch.clamp(torch.round(x * half), -half, half - 1)
+    torch.testing.assert_close(q.linear_quant(x, bits), integers / half, rtol=0, atol=0)
+    inside = (x >= -1) & (x <= 1 - 1 / half)
+    assert (q.linear_quant(x, bits) - x)[inside].abs().max() <= 0.5 / half + 1e-12
+    assert q.linear_quant(torch.zeros(3), bits).eq(0).all()  # the grid contains 0
+
+
+def test_linear_quant_one_bit_is_sign_and_grid_needs_two_bits():
+    x = torch.cat([torch.randn(1000), torch.tensor([0.0, -0.0, 1.0, -1.0])])
+    assert torch.equal(q.linear_quant(x, 1), q.sign(x))
+    assert torch.equal(q.LinearQuant(1)(x), q.sign(x))
+    with pytest.raises(ValueError, match="needs bits >= 2 \\(1 bit is sign\\), got 1"):
+        q.linear_quant_grid(1)
+
+
+def test_linear_quant_module_gradient_is_float_gradient_at_quantized_values():
+    """LinearQuant's STE: the gradient of sum(w * LinearQuant(x)) is w inside |x| <= 1."""
+    x = torch.tensor([-1.3, -0.6, 0.2, 0.9, 1.1], requires_grad=True)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    (w * q.LinearQuant(2)(x)).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 2.0, 3.0, 4.0, 0.0]))
+
+
 @pytest.mark.parametrize("bits", range(1, 9))
-def test_quantize_linear_levels_and_error(bits):
+def test_quantize_dorefa_levels_and_error(bits):
     x = torch.linspace(-1, 1, 20001, dtype=torch.float64)
-    y = q.quantize_linear(x, bits)
+    y = q.quantize_dorefa(x, bits)
     step = 2 / (2**bits - 1)
     expected_levels = torch.tensor([-1 + k * step for k in range(2**bits)], dtype=torch.float64)
     torch.testing.assert_close(y.unique(), expected_levels)
     assert (y - x).abs().max() <= step / 2 + 1e-12
     # outside [-1, 1] inputs are clipped first
-    assert torch.equal(q.quantize_linear(torch.tensor([-5.0, 5.0]), bits), torch.tensor([-1.0, 1.0]))
+    assert torch.equal(q.quantize_dorefa(torch.tensor([-5.0, 5.0]), bits), torch.tensor([-1.0, 1.0]))
 
 
-def test_quantize_linear_one_bit_is_sign():
+def test_quantize_dorefa_one_bit_is_sign():
     x = torch.cat([torch.randn(1000), torch.tensor([0.0, -0.0, 1.0, -1.0])])
-    assert torch.equal(q.quantize_linear(x, 1), q.sign(x))
+    assert torch.equal(q.quantize_dorefa(x, 1), q.sign(x))
 
 
 def test_bits_must_be_positive_integer():
     with pytest.raises(ValueError, match="bits must be a positive integer, got 0"):
-        q.quantize_linear(torch.zeros(1), 0)
+        q.linear_quant(torch.zeros(1), 0)
     with pytest.raises(ValueError, match="bits must be a positive integer, got 1.5"):
         q.LogQuantizer(1.5)
 
@@ -199,14 +243,20 @@ def test_quantize_log_one_bit_is_sign():
     assert torch.equal(q.quantize_log(x, 1), q.sign(x))
 
 
+KBIT = ("linear_quant", "dorefa", "linear", "log")
+
+
 def test_get_quantizer_by_name_dict_module_and_unknown():
     assert isinstance(q.get_quantizer("sign"), q.Sign)
-    linear = q.get_quantizer({"name": "linear", "bits": 3, "saturate": False})
-    assert isinstance(linear, q.LinearQuantizer) and linear.bits == 3 and linear.saturate is False
+    linear = q.get_quantizer({"name": "linear_quant", "bits": 3, "saturate": False})
+    assert type(linear) is q.LinearQuant and linear.bits == 3 and linear.saturate is False
+    # "linear" is the former name of the DoReFa grid (kept for old configs)
+    assert type(q.get_quantizer({"name": "linear", "bits": 2})) is q.DoReFaQuantizer
+    assert q.LinearQuantizer is q.DoReFaQuantizer
     module = q.LogQuantizer(4)
     assert q.get_quantizer(module) is module
     for name, cls in q.QUANTIZERS.items():
-        assert isinstance(q.get_quantizer({"name": name, "bits": 2} if name in ("linear", "log") else name), cls)
+        assert isinstance(q.get_quantizer({"name": name, "bits": 2} if name in KBIT else name), cls)
     with pytest.raises(ValueError, match="stochastic_sign"):  # message lists valid names
         q.get_quantizer("ternary")
     with pytest.raises(TypeError, match="got int"):
@@ -219,11 +269,11 @@ def test_every_registered_quantizer_computes_its_documented_forward():
     quantizer module the package exports is reachable by some name."""
     x = torch.tensor([-3.0, -1.0, -0.4, 0.0, 0.3, 1.0, 2.5])
     binary = torch.where(x >= 0, 1.0, -1.0)
-    expected = {"sign": binary, "stochastic_sign": binary, "linear": binary, "log": binary,
-                "identity": x, "hard_tanh": torch.clamp(x, -1, 1)}
+    expected = {"sign": binary, "stochastic_sign": binary, "linear_quant": binary, "dorefa": binary,
+                "linear": binary, "log": binary, "identity": x, "hard_tanh": torch.clamp(x, -1, 1)}
     assert set(q.QUANTIZERS) == set(expected)
     for name in q.QUANTIZERS:
-        spec = {"name": name, "bits": 1} if name in ("linear", "log") else name
+        spec = {"name": name, "bits": 1} if name in KBIT else name
         assert torch.equal(q.get_quantizer(spec).eval()(x), expected[name]), name
     exported = [getattr(q, n) for n in q.__all__]
     modules = {c for c in exported if isinstance(c, type) and issubclass(c, torch.nn.Module)}
