@@ -1,6 +1,7 @@
 """Multiplication-free training: shift-based batch normalization and shift-based AdaMax
-(arXiv:1609.07061 Sec. 2.4-2.5, the algorithms "Shift based Batch Normalizing
-Transform" and "Shift based AdaMax"; studied in notebooks/04_round_quantization).
+(arXiv:1609.07061, sections "Shift-based Batch Normalization" and "Shift-based AdaMax",
+the algorithms "Shift based Batch Normalizing Transform" and "Shift based AdaMax";
+studied in notebooks/04_round_quantization).
 
 Both replace multiplications and divisions by *shifts*: a product x * y where y is
 rounded to a power of two, y -> AP2(y) = sign(y) * 2**round(log2|y|), is a binary
@@ -57,10 +58,13 @@ Shift-based AdaMax (`ShiftAdaMax`), per parameter with gradient g_t at step t:
 Training with these: `train_with_optimizer(model, splits, optimizer_factory, config)`
 is `training.train` with the optimizer injected, so the protocol (shuffling, LR decay,
 Glorot scaling, clipping, best-validation selection, checkpoints) is the same.
+`training_optimizer(factory)` injects it into every `training.train` call of a block,
+e.g. into `experiments.run_grid` through its `context` argument.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -69,14 +73,19 @@ from . import training
 from .quantizers import sign
 
 __all__ = ["ap2", "ste_ap2", "ShiftBatchNorm1d", "shift_batchnorm", "ShiftAdaMax",
-           "optimizer_groups", "make_shift_adamax", "make_adamax", "make_adam", "train_with_optimizer"]
+           "optimizer_groups", "make_shift_adamax", "make_adamax", "make_adam", "train_with_optimizer",
+           "training_optimizer"]
 
 PAPER_BETAS = (1 - 2.0 ** -3, 1 - 2.0 ** -10)
+# The paper's Adam with Glorot groups, bound at import: `training_optimizer` swaps the
+# name `training.make_optimizer`, and the factories below must not call the swapped one.
+_paper_adam = training.make_optimizer
 
 
 def ap2(x: torch.Tensor) -> torch.Tensor:
-    """Approximate power of two, AP2(x) = sign(x) * 2**round(log2|x|) (arXiv:1609.07061
-    Sec. 2.4 and Sec. 3, LogQuant; notebook 04).
+    """Approximate power of two, AP2(x) = sign(x) * 2**round(log2|x|) (arXiv:1609.07061,
+    sections "Shift-based Batch Normalization" and "Quantized neural networks - more than
+    1 bit", LogQuant; notebook 04).
 
     Rounding happens in the log domain (half-to-even at exact ties), so the switch from
     2**k to 2**(k+1) is at 2**(k + 1/2) = sqrt(2) * 2**k, not at the arithmetic midpoint
@@ -102,8 +111,8 @@ def ste_ap2(x: torch.Tensor) -> torch.Tensor:
 
 
 class ShiftBatchNorm1d(nn.BatchNorm1d):
-    """Shift-based batch normalization (arXiv:1609.07061 Sec. 2.4, algorithm "Shift
-    based Batch Normalizing Transform"; notebook 04). Drop-in for `nn.BatchNorm1d`
+    """Shift-based batch normalization (arXiv:1609.07061, section "Shift-based Batch
+    Normalization", algorithm "Shift based Batch Normalizing Transform"; notebook 04). Drop-in for `nn.BatchNorm1d`
     (same parameters, buffers and state dict), inputs (N, C) or (N, C, L).
 
     Forward (training): mu = mean(x); c = x - mu; var = mean(c * AP2(c));
@@ -146,7 +155,7 @@ class ShiftBatchNorm1d(nn.BatchNorm1d):
 def shift_batchnorm(model: nn.Module) -> nn.Module:
     """Replace every `nn.BatchNorm1d` in `model` by a `ShiftBatchNorm1d` with the same
     settings, parameters and running statistics (in place; returns `model`).
-    Notebook 04's ablation of arXiv:1609.07061 Sec. 2.4."""
+    Notebook 04's ablation of arXiv:1609.07061 "Shift-based Batch Normalization"."""
     for name, child in model.named_children():
         if isinstance(child, nn.BatchNorm1d) and not isinstance(child, ShiftBatchNorm1d):
             shifted = ShiftBatchNorm1d(child.num_features, eps=child.eps, momentum=child.momentum,
@@ -164,8 +173,8 @@ def shift_batchnorm(model: nn.Module) -> nn.Module:
 
 
 class ShiftAdaMax(torch.optim.Optimizer):
-    """Shift-based AdaMax (arXiv:1609.07061 Sec. 2.5, algorithm "Shift based AdaMax";
-    notebook 04).
+    """Shift-based AdaMax (arXiv:1609.07061, section "Shift-based AdaMax", algorithm
+    "Shift based AdaMax"; notebook 04).
 
     m = beta1 * m + (1 - beta1) * g;  v = max(beta2 * v, |g|);
     theta -= AP2(lr / (1 - beta1**t)) * m * AP2(1 / (v + eps)).
@@ -213,7 +222,7 @@ class ShiftAdaMax(torch.optim.Optimizer):
 def optimizer_groups(model: nn.Module, lr: float, glorot_scaling: bool = True) -> list[dict]:
     """The param groups of `training.make_optimizer` (one per QuantLinear weight with its
     Glorot `lr_scale`, one for the rest), for building any optimizer with them."""
-    adam = training.make_optimizer(model, lr, glorot_scaling)
+    adam = _paper_adam(model, lr, glorot_scaling)
     return [{"params": g["params"], "lr": g["lr"], "lr_scale": g["lr_scale"]} for g in adam.param_groups]
 
 
@@ -231,7 +240,7 @@ def make_adamax(model: nn.Module, lr: float, glorot_scaling: bool = True) -> tor
 
 def make_adam(model: nn.Module, lr: float, glorot_scaling: bool = True) -> torch.optim.Adam:
     """The paper's Adam (`training.make_optimizer`), as an `optimizer_factory`."""
-    return training.make_optimizer(model, lr, glorot_scaling)
+    return _paper_adam(model, lr, glorot_scaling)
 
 
 def train_with_optimizer(model: nn.Module, splits: dict, optimizer_factory,
@@ -243,3 +252,23 @@ def train_with_optimizer(model: nn.Module, splits: dict, optimizer_factory,
     hold `lr_scale` (see `optimizer_groups`). With `make_adam` it is `training.train`.
     """
     return training.train(model, splits, config, optimizer_factory=optimizer_factory)
+
+
+@contextmanager
+def training_optimizer(optimizer_factory):
+    """Within the block, `training.train` builds its optimizer with `optimizer_factory`
+    (e.g. `make_shift_adamax`) wherever it is not given one, instead of the paper's Adam.
+
+    This is how notebook 04 trains its shift-AdaMax runs through `experiments.run_grid`
+    (pass `context=lambda config, seed, model: training_optimizer(...)`), which calls
+    `training.train` without an optimizer argument. It rebinds `training.make_optimizer`
+    for the block, in this process only (run_grid's workers are separate processes).
+    CPU training only: with `cuda_graph=True` the loop would take the rebound name for
+    the default and use its fused Adam.
+    """
+    original = training.make_optimizer
+    training.make_optimizer = optimizer_factory
+    try:
+        yield optimizer_factory
+    finally:
+        training.make_optimizer = original

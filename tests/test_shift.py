@@ -1,17 +1,19 @@
 """Tests of qnnlib.shift: AP2, shift-based batch norm, shift-based AdaMax and the
-optimizer-injectable training loop (arXiv:1609.07061 Sec. 2.4-2.5, notebook 04)."""
+optimizer-injectable training loop (arXiv:1609.07061, sections "Shift-based Batch
+Normalization" and "Shift-based AdaMax"; notebook 04)."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from qnnlib import training
+from qnnlib import experiments, training
 from qnnlib.models import mnist_mlp
 from qnnlib.quantizers import quantize_log
 from qnnlib.shift import (PAPER_BETAS, ShiftAdaMax, ShiftBatchNorm1d, ap2, make_adam, make_adamax,
                           make_shift_adamax,
-                          optimizer_groups, shift_batchnorm, ste_ap2, train_with_optimizer)
+                          optimizer_groups, shift_batchnorm, ste_ap2, train_with_optimizer,
+                          training_optimizer)
 from support import synthetic_splits
 
 SQRT2 = math.sqrt(2.0)
@@ -358,3 +360,22 @@ def test_shift_adamax_run_resumes_bit_identical_from_its_checkpoint(tmp_path):
     assert resumed.history[columns].equals(whole.history[columns])
     for key, value in whole.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_training_optimizer_injects_the_factory_into_run_grid():
+    """run_grid with the context trains exactly what train_with_optimizer trains with that
+    factory (same seed, same model), for exact and shift AdaMax alike, and restores the
+    paper's Adam afterwards (a later Adam run equals a plain one)."""
+    splits = synthetic_splits(300)
+    spec = dict(hidden=32, depth=1)
+    config = dict(CONFIG, epochs=2)
+    for factory in (make_adamax, make_shift_adamax):
+        grid = experiments.run_grid([{"name": "run", "model": spec}], splits, seeds=[3], train=config,
+                                    context=lambda c, s, m, f=factory: training_optimizer(f))
+        direct = train_with_optimizer(experiments.seeded_model(spec, 3), splits, factory,
+                                      dict(config, seed=3))
+        assert grid.runs["test_error"].iloc[0] == direct.test_error
+        assert list(grid.history["train_loss"]) == list(direct.history["train_loss"])
+    assert training.make_optimizer.__module__ == "qnnlib.training"  # restored
+    adam = training.train(experiments.seeded_model(spec, 3), splits, dict(config, seed=3))
+    assert list(adam.history["train_loss"]) != list(direct.history["train_loss"])
