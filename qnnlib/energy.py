@@ -1,4 +1,4 @@
-"""The paper's energy accounting for one MNIST image (arXiv:1609.07061 Sec. 5, "power
+"""The paper's energy accounting for one MNIST image (arXiv:1609.07061, "power
 efficiency"; introduced in notebook 06_runtime_and_energy).
 
 The paper argues with Horowitz's 45 nm energy table (ISSCC 2014) that a binarized
@@ -53,7 +53,7 @@ __all__ = [
     "energy_summary",
 ]
 
-# Horowitz (ISSCC 2014), 45 nm, 0.9 V: energy per operation in pJ (paper, Sec. 5).
+# Horowitz (ISSCC 2014), 45 nm, 0.9 V: energy per operation in pJ (paper, "Very power efficient in forward pass").
 ADD_PJ = {"int8": 0.03, "int32": 0.1, "fp16": 0.4, "fp32": 0.9}
 MULT_PJ = {"int8": 0.2, "int32": 3.1, "fp16": 1.1, "fp32": 3.7}
 # Energy per 64-bit memory access in pJ; DRAM is 1.3-2.6 nJ (the low end by default).

@@ -1,9 +1,9 @@
 """Quantized layers that keep real-valued weight accumulators, and the L2-SVM loss.
 
-The paper's training rule (arXiv:1609.07061 Sec. 2.4, Alg. 1): the forward and backward
+The paper's training rule (arXiv:1609.07061 Sec. 2.2, Alg. 1): the forward and backward
 passes use quantized weights W_b = q(W), but the optimizer updates the real-valued W,
 because the tiny Adam steps would vanish if applied to binary weights. After each step
-W is clipped to [-1, 1] (Sec. 2.4), beyond which the STE gives no gradient anyway.
+W is clipped to [-1, 1] (Sec. 2.3), beyond which the STE gives no gradient anyway.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class BinaryLinear(QuantLinear):
 
 
 class QuantActivation(nn.Module):
-    """Quantized activation (arXiv:1609.07061 Sec. 2.1 binary, Sec. 4 k-bit).
+    """Quantized activation (arXiv:1609.07061 Sec. 2.1 binary; k-bit: "Quantized neural networks - more than 1 bit").
 
     Forward: q(x) with the given quantizer (name, dict spec or module).
     Gradient: that quantizer's straight-through estimator.

@@ -1,4 +1,4 @@
-"""The training loop of the paper's MNIST experiment (arXiv:1609.07061 Sec. 2 / the
+"""The training loop of the paper's MNIST experiment (arXiv:1609.07061 Sec. 2.2 / the
 authors' Theano code, `binary_net.train` and `Train-time/mnist.py`).
 
 Protocol, step by step (see DESIGN.md, "The paper's MNIST protocol"):
@@ -123,7 +123,7 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
                labels: torch.Tensor, loss_fn=squared_hinge_loss, clip_layers=()):
     """One minibatch: forward, loss, backward, Adam step, then clip the accumulators to
-    [-1, 1] (Sec. 2.4, Theano `clipping_scaling`): the sign ignores magnitude, so an
+    [-1, 1] (Sec. 2.3, Theano `clipping_scaling`): the sign ignores magnitude, so an
     unclipped W could grow without bound and take ever longer to flip back.
 
     `clip_layers` are the QuantLinear layers to clip (none when clipping is off).

@@ -1,6 +1,6 @@
 """The training protocol of a finished run, as notebook 05 tabulates it beside the paper's.
 
-Notebook 05_mnist_results (arXiv:1609.07061 Sec. 4.1) compares the settings of each run
+Notebook 05_mnist_results (arXiv:1609.07061, "Benchmark results") compares the settings of each run
 that `qnn-train` wrote (`runs.load_run`) with the paper's protocol: `run_settings` reads
 them from the run's metrics (its TrainConfig) and checkpoint description (its model).
 """

@@ -29,7 +29,7 @@ import pandas as pd
 from qnnlib.experiments import compare
 from qnnlib.provenance import provenance
 
-from . import paths
+from . import cli, paths
 from .params import read_document, train_section
 from .runs import load_metrics, write_json
 
@@ -59,7 +59,7 @@ def train_missing(config_path, triples, jobs: int) -> None:
     """Train every (run, seed) whose output is not the run's own stage, `jobs` at a time."""
     def train(triple):
         run, seed, name = triple
-        command = [sys.executable, "-m", "qnnpipeline.cli", "--config", str(config_path),
+        command = [sys.executable, "-m", cli.__name__, "--config", str(config_path),
                    "--section", run, "--set", f"train.seed={seed}", "--out-name", name]
         if subprocess.run(command).returncode != 0:
             raise RuntimeError(f"training {name} failed (command: {' '.join(command)})")

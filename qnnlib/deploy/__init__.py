@@ -1,4 +1,4 @@
-"""Bit-packed inference for a trained binarized MLP (arXiv:1609.07061 Sec. 3-5).
+"""Bit-packed inference for a trained binarized MLP (arXiv:1609.07061, "Very power efficient in forward pass").
 
 `BinaryMLP.from_torch(model)` turns the paper's MNIST BNN (`qnnlib.models.mnist_mlp`
 with sign weights and sign activations) into integer-only hidden layers, reproducing

@@ -1,4 +1,4 @@
-"""Batch norm + sign folded into one integer threshold per unit (arXiv:1609.07061 Sec. 3-5).
+"""Batch norm + sign folded into one integer threshold per unit (arXiv:1609.07061, "Very power efficient in forward pass").
 
 sign(gamma (y - mu) / sqrt(var + eps) + beta), with y = s + b and s the exact integer
 pre-activation of a binary layer, is a comparison of s with one integer per unit:

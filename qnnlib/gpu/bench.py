@@ -1,4 +1,4 @@
-"""GPU measurements behind the paper's run-time claims (arXiv:1609.07061 Sec. 6).
+"""GPU measurements behind the paper's run-time claims (arXiv:1609.07061, "Seven times faster on GPU at run-time").
 
 * `kernel_benchmark`: A (M, K) @ B (N, K).T of ±1 matrices, timed for both XNOR kernels
   (CUDA cores, tensor cores), cuBLAS SGEMM (float32, TF32 off), TF32, FP16 and BF16

@@ -1,6 +1,6 @@
 """CPU bit-plane kernel: a ±1 weight layer on raw uint8 pixels, exactly, with popcounts.
 
-The paper's first layer sees 8-bit inputs (arXiv:1609.07061 Sec. 3.3). With x the uint8
+The paper's first layer sees 8-bit inputs (arXiv:1609.07061, "First layer"). With x the uint8
 pixels of one row, x^n its n-th bit-plane (0/1) and w+ the 0/1 mask of W_b = +1:
 
     W_b . x = sum_{n=0..7} 2^n (x^n . W_b),   x^n . W_b = 2 popc(x^n & w+) - popc(x^n),
