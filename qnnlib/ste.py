@@ -7,7 +7,11 @@ stochastic binarization b(r) = HT(r) + zero-mean noise. This module holds its ma
 * `noise_to_signal`: the noise share R = rms(w.n(r)) / rms(w.HT(r)) of a unit's input (§4);
 * `squared_hinge_grad`: the gradient of the per-example squared hinge loss (§5);
 * `gradient_comparison`: cosines of STE estimates with the exact gradient of the
-  expected loss over the binarization noise, for one random problem (§5).
+  expected loss over the binarization noise, for one random problem (§5);
+* `derivation_claims`: the checks behind the notebook's written conclusions of §4-§5;
+* `choose_learning_rates`, `verdict`, `comparison_record`, `comparison_sentence`: the MNIST
+  ablations (§6-§7): each variant at the learning rate its validation error prefers, and a
+  verdict over >= `MIN_SEEDS` seeds generated from the per-seed results.
 
 Every function draws from an explicit `torch.Generator`, in a fixed order, so a seed
 fixes the numbers.
@@ -16,13 +20,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import torch
 
 from .layers import squared_hinge_loss
 from .quantizers import hard_tanh, sign, stochastic_sign
 
 __all__ = ["aligned_weights", "noise_to_signal", "squared_hinge_grad", "cosine",
-           "gradient_comparison", "ESTIMATORS"]
+           "gradient_comparison", "ESTIMATORS", "derivation_claims", "choose_learning_rates",
+           "MIN_SEEDS", "verdict", "comparison_record", "comparison_sentence"]
 
 ESTIMATORS = ("STE, one draw", "STE, mean over draws", "hard-tanh surrogate",
               "STE without saturation", "reference split-half")
@@ -125,3 +132,129 @@ def gradient_comparison(width: int, rho: float, gen: torch.Generator, outputs: i
     values = (cosine(one_draw, exact), cosine(ste_sum / draws, exact), cosine(surrogate, exact),
               cosine(unsat_sum / draws, exact), cosine(slope * halves[0], slope * halves[1]))
     return dict(zip(ESTIMATORS, values))
+
+
+def derivation_claims(noise: pd.DataFrame, cosines: pd.DataFrame) -> list[dict]:
+    """The measured statements of notebook 03's conclusions on §4-§5, each checked here.
+
+    noise: rows (rho, width, R_monte_carlo); cosines: rows (rho, estimator, width, cosine),
+    cosines averaged over problems. Needs rho = 0 and some rho > 0 in both. Returns one dict
+    per claim: {"claim", "holds" (bool), "evidence" (the numbers)}. Thresholds:
+
+    * random weights (rho = 0): |slope of log R vs log n| < 0.2 over the wider half of the
+      widths (order one at every width); correlated (rho >= 0.3): slope within 0.15 of -1/2;
+    * the mean saturated STE: cosine > 0.99 at the widest width, and 1 - cosine smaller
+      there than at the narrowest, for every rho;
+    * one draw: cosine < 0.97 at every width for rho = 0, > 0.99 at the widest for the
+      largest rho;
+    * hard-tanh surrogate: cosine > 0.99 at the widest width for every rho, and farther from
+      the exact gradient than the mean STE there for rho = 0;
+    * STE without saturation: cosine < 0.95 at every width and rho.
+    """
+    widths = sorted(noise["width"].unique())
+    wide_half = widths[(len(widths) - 1) // 2:]
+
+    def slope(rho):
+        part = noise[(noise["rho"] == rho) & noise["width"].isin(wide_half)]
+        return float(np.polyfit(np.log(part["width"]), np.log(part["R_monte_carlo"]), 1)[0])
+
+    def cos(rho, estimator):
+        part = cosines[(cosines["rho"] == rho) & (cosines["estimator"] == estimator)]
+        return part.set_index("width")["cosine"].sort_index()
+
+    claims = []
+
+    def claim(text, holds, evidence):
+        claims.append({"claim": text, "holds": bool(holds), "evidence": evidence})
+
+    flat = slope(0.0)
+    claim("random weights: the noise share stays of order one at every width",
+          abs(flat) < 0.2, f"slope {flat:+.2f}")
+    for rho in sorted(r for r in noise["rho"].unique() if r >= 0.3):
+        value = slope(rho)
+        claim(f"correlated weights (rho = {rho:g}): the noise share falls like 1/sqrt(n)",
+              abs(value + 0.5) < 0.15, f"slope {value:+.2f}")
+    rhos = sorted(cosines["rho"].unique())
+    for rho in rhos:
+        mean_ste = cos(rho, "STE, mean over draws")
+        claim(f"rho = {rho:g}: the mean STE approaches the exact gradient as the layer widens",
+              mean_ste.iloc[-1] > 0.99 and 1 - mean_ste.iloc[-1] < 1 - mean_ste.iloc[0],
+              f"cosine {mean_ste.iloc[0]:.4f} -> {mean_ste.iloc[-1]:.4f}")
+        surrogate = cos(rho, "hard-tanh surrogate")
+        claim(f"rho = {rho:g}: the hard-tanh surrogate comes close at the widest width",
+              surrogate.iloc[-1] > 0.99, f"cosine {surrogate.iloc[-1]:.4f}")
+        unsaturated = cos(rho, "STE without saturation")
+        claim(f"rho = {rho:g}: the STE without saturation stays far from it at every width",
+              unsaturated.max() < 0.95, f"largest cosine {unsaturated.max():.4f}")
+    one_draw = cos(0.0, "STE, one draw")
+    claim("rho = 0: a single draw stays well below cosine one at every width",
+          one_draw.max() < 0.97, f"largest cosine {one_draw.max():.4f}")
+    correlated = cos(rhos[-1], "STE, one draw")
+    claim(f"rho = {rhos[-1]:g}: a single draw approaches the exact gradient",
+          correlated.iloc[-1] > 0.99, f"cosine at the widest width {correlated.iloc[-1]:.4f}")
+    mean_ste, surrogate = cos(0.0, "STE, mean over draws"), cos(0.0, "hard-tanh surrogate")
+    claim("rho = 0: the surrogate is farther from the exact gradient than the mean STE at the widest width",
+          1 - surrogate.iloc[-1] > 1 - mean_ste.iloc[-1],
+          f"1 - cosine {1 - surrogate.iloc[-1]:.1e} vs {1 - mean_ste.iloc[-1]:.1e}")
+    return claims
+
+
+def choose_learning_rates(runs: pd.DataFrame, by: str = "name", rate: str = "lr_start",
+                          metric: str = "best_val_error") -> pd.DataFrame:
+    """Learning-rate tuning on validation error only (notebook 03 §6).
+
+    For every (variant `by`, learning rate `rate`): the mean of `metric` over the tuning
+    seeds and their count n; `chosen` marks, per variant, the rate with the lowest mean
+    (ties: the smaller rate). The test error must not be passed in: it is never looked at.
+    """
+    if metric.startswith("test") or "test" in metric.split("_"):
+        raise ValueError(f"learning rates are chosen on validation error, not {metric!r}")
+    table = (runs.groupby([by, rate], sort=False)[metric].agg(["mean", "count"]).reset_index()
+             .rename(columns={"count": "n"}).sort_values([by, rate], kind="stable"))
+    best = table.sort_values(["mean", rate], kind="stable").groupby(by, sort=False).head(1).index
+    table["chosen"] = table.index.isin(best)
+    order = list(dict.fromkeys(runs[by]))
+    return (table.assign(_order=table[by].map(order.index)).sort_values(["_order", rate])
+            .drop(columns="_order").reset_index(drop=True))
+
+
+MIN_SEEDS = 3   # project rule: a conclusion rests on at least this many seeds per side
+
+
+def verdict(comparison, min_seeds: int = MIN_SEEDS) -> str:
+    """`comparison.verdict` ("lower", "higher", "no clear difference") from Welch's 95 %
+    interval of mean(a) - mean(b), or "single run" when either side has fewer than
+    `min_seeds` seeds: then no conclusion is drawn."""
+    if min(comparison.n_a, comparison.n_b) < min_seeds:
+        return "single run"
+    return comparison.verdict
+
+
+def comparison_record(comparison, min_seeds: int = MIN_SEEDS, scale: float = 100.0) -> dict:
+    """A JSON-ready record of a comparison: difference and 95 % interval (times `scale`,
+    e.g. error fractions as percentage points; None where undefined), seeds per side and
+    the `verdict`."""
+    def number(value):
+        return None if not math.isfinite(value) else round(value * scale, 4)
+
+    return {"difference_pct": number(comparison.difference), "ci_low_pct": number(comparison.low),
+            "ci_high_pct": number(comparison.high), "n_a": comparison.n_a, "n_b": comparison.n_b,
+            "verdict": verdict(comparison, min_seeds)}
+
+
+_PHRASES = {"lower": "**lower** than", "higher": "**higher** than",
+            "no clear difference": "**not clearly different** from"}
+
+
+def comparison_sentence(a: str, b: str, comparison, min_seeds: int = MIN_SEEDS,
+                        what: str = "test error") -> str:
+    """The sentence that states a comparison's conclusion, generated from it, e.g.
+    "The test error of saturated is **lower** than that of unsaturated: -6.91 points (95 % CI
+    -7.2 to -6.6, 3 vs 3 seeds)." Fewer than `min_seeds` seeds: says so, concludes nothing."""
+    label = verdict(comparison, min_seeds)
+    if label == "single run":
+        return (f"Single run: {comparison.n_a} vs {comparison.n_b} seeds, fewer than {min_seeds} "
+                f"per side, so no conclusion on {a} versus {b} is drawn "
+                f"(difference of the means {comparison.difference * 100:+.2f} points).")
+    return (f"The {what} of {a} is {_PHRASES[label]} that of {b}: "
+            f"{comparison.describe()}.")

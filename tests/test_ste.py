@@ -1,12 +1,15 @@
 """qnnlib.ste (notebook 03's estimator maths) against independent references: closed
-forms, brute-force enumeration of every binarization and float autograd."""
+forms, brute-force enumeration of every binarization and float autograd; the ablation
+helpers (learning-rate choice, verdicts) against hand computations."""
 import itertools
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from qnnlib import ste
+from qnnlib import experiments, ste
 from qnnlib.layers import squared_hinge_loss
 from qnnlib.quantizers import hard_sigmoid, hard_tanh
 
@@ -55,7 +58,7 @@ def test_per_example_loss_reduces_to_the_training_loss():
     per_example = squared_hinge_loss(z, labels, reduction="none")
     assert torch.allclose(per_example, by_hand.float(), atol=1e-6)
     assert torch.allclose(per_example.mean(), squared_hinge_loss(z, labels))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none'"):
         squared_hinge_loss(z, labels, reduction="sum")
 
 
@@ -86,3 +89,76 @@ def test_gradient_comparison_orders_the_estimators():
     assert list(values) == list(ste.ESTIMATORS)
     assert all(-1 <= v <= 1 + 1e-6 for v in values.values())
     assert values["STE, mean over draws"] > 0.99 > values["STE without saturation"]
+
+
+def synthetic_results(unsaturated_cosine=0.8, random_one_draw=0.9):
+    """Noise and cosine tables shaped like notebook 03's, built from the closed forms of §4
+    (R = C / sqrt(rho^2 n + 1 - rho^2)) and cosines 1 - c / n for the converging estimators."""
+    widths = [16, 64, 256, 1024, 4096]
+    noise = pd.DataFrame([{"rho": rho, "width": n, "R_monte_carlo": 0.9 / math.sqrt(rho ** 2 * n + 1 - rho ** 2)}
+                          for rho in (0.0, 0.3, 1.0) for n in widths])
+    rows = []
+    for rho in (0.0, 0.3):
+        for n in widths:
+            values = {"STE, mean over draws": 1 - 0.5 / n, "hard-tanh surrogate": 1 - 2 / n - 0.004 * (rho == 0),
+                      "STE without saturation": unsaturated_cosine,
+                      "STE, one draw": random_one_draw if rho == 0 else 1 - 1 / n}
+            rows += [{"rho": rho, "estimator": e, "width": n, "cosine": c} for e, c in values.items()]
+    return noise, pd.DataFrame(rows)
+
+
+def test_derivation_claims_hold_on_results_shaped_like_the_theory():
+    claims = ste.derivation_claims(*synthetic_results())
+    assert len(claims) == 12 and all(c["holds"] for c in claims), [c for c in claims if not c["holds"]]
+
+
+def test_derivation_claims_catch_a_contradicting_result():
+    # the unsaturated STE agreeing with the exact gradient contradicts §5's written claim
+    claims = {c["claim"]: c["holds"] for c in ste.derivation_claims(*synthetic_results(unsaturated_cosine=0.99))}
+    assert [claim for claim, holds in claims.items() if not holds] == [
+        "rho = 0: the STE without saturation stays far from it at every width",
+        "rho = 0.3: the STE without saturation stays far from it at every width"]
+    noise, cosines = synthetic_results(random_one_draw=0.99)
+    failed = [c["claim"] for c in ste.derivation_claims(noise, cosines) if not c["holds"]]
+    assert failed == ["rho = 0: a single draw stays well below cosine one at every width"]
+    noise["R_monte_carlo"] = 1.0        # no decay with width at any rho
+    failed = [c["claim"] for c in ste.derivation_claims(noise, cosines) if not c["holds"]]
+    assert "correlated weights (rho = 1): the noise share falls like 1/sqrt(n)" in failed
+
+
+def test_choose_learning_rates_takes_the_lowest_mean_validation_error():
+    runs = pd.DataFrame({"variant": ["b", "b", "b", "b", "a", "a", "a"],
+                         "lr_start": [0.01, 0.003, 0.003, 0.001, 0.001, 0.003, 0.01],
+                         "best_val_error": [0.05, 0.02, 0.06, 0.04, 0.3, 0.2, 0.2]})
+    table = ste.choose_learning_rates(runs, by="variant")
+    assert list(table["variant"]) == ["b"] * 3 + ["a"] * 3          # variants in order of appearance
+    assert list(table["lr_start"]) == [0.001, 0.003, 0.01] * 2
+    assert table["mean"].tolist() == pytest.approx([0.04, 0.04, 0.05, 0.3, 0.2, 0.2])
+    assert table["n"].tolist() == [1, 2, 1, 1, 1, 1]
+    # b: 0.001 and 0.003 tie at 0.04 -> the smaller rate; a: 0.003 and 0.01 tie -> 0.003
+    assert table.loc[table["chosen"], "lr_start"].tolist() == [0.001, 0.003]
+    with pytest.raises(ValueError, match="chosen on validation error, not 'test_error'"):
+        ste.choose_learning_rates(runs.assign(test_error=0.1), by="variant", metric="test_error")
+
+
+def test_verdict_needs_three_seeds_per_side():
+    lower = experiments.compare([0.060, 0.062], [0.130, 0.131])
+    assert lower.verdict == "lower" and ste.verdict(lower) == "single run"
+    record = ste.comparison_record(lower)
+    assert record["verdict"] == "single run" and record["n_a"] == 2
+    sentence = ste.comparison_sentence("A", "B", lower)
+    assert sentence.startswith("Single run") and "no conclusion" in sentence and "lower" not in sentence
+
+
+def test_comparison_record_matches_a_hand_welch_interval():
+    a, b = np.array([0.060, 0.064, 0.062]), np.array([0.130, 0.126, 0.128])
+    # equal sizes and variances: Welch's df = 2 (n - 1) = 4, t_0.975(4) = 2.776445 (tables)
+    half = 2.776445 * math.sqrt(a.var(ddof=1) / 3 + b.var(ddof=1) / 3)
+    record = ste.comparison_record(experiments.compare(a, b))
+    assert record["difference_pct"] == pytest.approx(-6.6, abs=1e-4)
+    assert record["ci_low_pct"] == pytest.approx(100 * (-0.066 - half), abs=1e-3)
+    assert record["ci_high_pct"] == pytest.approx(100 * (-0.066 + half), abs=1e-3)
+    assert record["verdict"] == "lower" and (record["n_a"], record["n_b"]) == (3, 3)
+    assert "**lower** than that of B: -6.60 points (95 % CI" in ste.comparison_sentence("A", "B", experiments.compare(a, b))
+    same = ste.comparison_record(experiments.compare(a, a[::-1] + [0.001, -0.001, 0.0]))
+    assert same["verdict"] == "no clear difference" and same["ci_low_pct"] < 0 < same["ci_high_pct"]
