@@ -6,7 +6,7 @@ them from the run's metrics (its TrainConfig) and checkpoint description (its mo
 """
 from __future__ import annotations
 
-__all__ = ["run_settings", "paper_settings", "describe"]
+__all__ = ["run_settings", "paper_settings", "describe", "recent_change"]
 
 
 def run_settings(run: dict) -> dict:
@@ -46,3 +46,14 @@ def describe(run: dict) -> str:
     s = run_settings(run)
     kind = "BNN" if s["weights / activations"].startswith("binary") else "full precision"
     return f"{kind}, {s['hidden layers']} x {s['hidden units']}, {s['epochs']} epochs"
+
+
+def recent_change(val_errors, window: int = 3) -> float | None:
+    """Has a run plateaued? Mean validation error of the last `window` epochs minus that of
+    the `window` before, in the units given (notebook 05); None for runs shorter than
+    2 * window. Clearly negative: the run was still improving when it stopped."""
+    values = [float(v) for v in val_errors]
+    if window < 1 or len(values) < 2 * window:
+        return None
+    last, before = values[-window:], values[-2 * window:-window]
+    return sum(last) / window - sum(before) / window

@@ -1,4 +1,6 @@
 """qnnpipeline.protocol: a run's settings, checked against values written out by hand."""
+import pytest
+
 from qnnpipeline.protocol import describe, paper_settings, run_settings
 
 PAPER = {"hidden": 4096, "depth": 3, "epochs": 1000, "batch_size": 100, "n_train": 50000,
@@ -24,3 +26,11 @@ def test_run_settings_of_a_budget_run_and_of_an_unknown_model():
     assert describe(run) == "full precision, 3 x 2048, 25 epochs"
     unknown = run_settings({"model": None, "metrics": run["metrics"]})
     assert unknown["weights / activations"] == unknown["hidden units"] == "?"
+
+
+def test_recent_change_compares_the_last_epochs_with_the_ones_before():
+    from qnnpipeline.protocol import recent_change
+    # last three 1, 1, 1 vs the three before 4, 3, 2: mean 1 - mean 3 = -2
+    assert recent_change([9, 4, 3, 2, 1, 1, 1]) == pytest.approx(-2.0)
+    assert recent_change([2, 2, 2, 2], window=2) == 0.0
+    assert recent_change([1, 2, 3, 4, 5], window=3) is None
