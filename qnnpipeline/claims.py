@@ -113,9 +113,9 @@ def update_readme(text: str, table_markdown: str) -> str:
 def build(write: bool = True) -> pd.DataFrame:
     """The claims table from results/metrics/ and results/benchmarks/ (the `claims` stage);
     written to results/tables/claims.csv when `write`."""
-    from .claims_table import CPU_RUN, PAPER_RUN, RUNTIME, assemble
+    from .claims_table import CPU_RUN, PAPER_RUN, RUNTIME, SEEDS_RUN, assemble
 
-    metrics = {name: load_metrics(name) for name in (RUNTIME, CPU_RUN, PAPER_RUN)}
+    metrics = {name: load_metrics(name) for name in (RUNTIME, CPU_RUN, PAPER_RUN, SEEDS_RUN)}
     benchmarks = {path.stem: load_json(path)
                   for path in sorted(paths.results("benchmarks").glob("*.json"))}
     table = assemble(metrics, benchmarks)

@@ -46,6 +46,14 @@ def test_assemble_writes_every_measured_claim():
     assert text["mnist_runtime_gpu"] == (claims.PENDING_GPU, "")
 
 
+def test_the_cpu_row_adds_the_seeds_mean_and_sd():
+    seeds = {"runs": {"mnist_cpu": {"n_seeds": 3, "test_error_pct_mean": 1.5, "test_error_pct_sd": 0.061}}}
+    cpu = {**CPU_RUN, "config": {"seed": 0}}
+    table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_cpu": cpu, "mnist_seeds": seeds}, {})
+    row = ours(table)[claims.CLAIMS["mnist_error_cpu"]["claim"]]
+    assert row[0] == "1.82 % (seed 0); 1.50 ± 0.06 % over 3 seeds"
+
+
 def test_paper_run_and_missing_benchmarks():
     paper = {"test_error": 0.0093, "best_epoch": 980, "epochs": 1000}
     table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_cpu": None, "mnist_paper": paper},
