@@ -1,21 +1,26 @@
-"""Binarized networks read with their real-valued weights (notebook 01 §5).
+"""Deterministic vs stochastic binarization (arXiv:1609.07061 Sec. 2.1): notebook 01's helpers.
 
-The authors' code evaluates a network trained with stochastic weight binarization with
-its real-valued weights W in place of their binarization (arXiv:1609.07061 Sec. 2.1, on
-test-time inference); notebook 01_binarization compares that with the binarized network.
+* `real_weights`, `real_weight_error`: the authors' Theano code evaluates a network trained
+  with stochastic weight binarization with its real-valued weights W (= E[W^b], Sec. 2.1)
+  in place of their binarization; notebook 01 §5 compares that with the binary network.
+* `comparison_record`: a Welch verdict over >= `MIN_SEEDS` seeds, generated from per-seed
+  results, behind every conclusion the notebook states about its MNIST runs.
+* `coverage_range`: whether a Monte-Carlo band's coverage is consistent with 95 % (§3).
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from .experiments import compare
 from .models import quant_linears
 from .quantizers import Identity
 from .training import evaluate
 
-__all__ = ["real_weights", "real_weight_error"]
+__all__ = ["real_weights", "real_weight_error", "MIN_SEEDS", "comparison_record", "coverage_range"]
 
 
 @contextmanager
@@ -39,3 +44,49 @@ def real_weight_error(model: nn.Module, inputs: torch.Tensor, labels: torch.Tens
     device = next(model.parameters()).device
     with real_weights(model):
         return evaluate(model, inputs.to(device), labels.to(device))
+
+
+# --- Evidence for the notebook's conclusions (notebook 01 "What we found") -----------
+
+MIN_SEEDS = 3   # project rule: a conclusion rests on at least this many seeds per side
+
+
+def comparison_record(a, b, min_seeds: int = MIN_SEEDS) -> dict:
+    """Mean(a) - mean(b) of two groups of per-seed error fractions, as a JSON-ready record.
+
+    The interval is Welch's 95 % t interval (`experiments.compare`), reported in
+    percentage points (None where undefined, i.e. a side with one seed). verdict:
+    "lower" / "higher" when the interval excludes 0, "no clear difference" otherwise,
+    and "single run" when a side has fewer than `min_seeds` seeds: then no conclusion
+    is drawn, whatever the interval says.
+    """
+    comparison = compare(a, b)
+
+    def points(value: float):
+        return round(100 * value, 4) if math.isfinite(value) else None
+
+    verdict = "single run" if min(comparison.n_a, comparison.n_b) < min_seeds else comparison.verdict
+    return {"difference_pct": points(comparison.difference), "ci_low_pct": points(comparison.low),
+            "ci_high_pct": points(comparison.high), "n_a": comparison.n_a, "n_b": comparison.n_b,
+            "verdict": verdict}
+
+
+def coverage_range(points: int, level: float = 0.95, mass: float = 0.999) -> tuple[float, float]:
+    """Central range of the share of `points` independent `level` confidence intervals
+    that cover their true value: the share is Binomial(points, level) / points, and the
+    range [k_lo, k_hi] / points holds at least `mass` of it (each tail <= (1 - mass) / 2).
+
+    Notebook 01 §3 uses it to decide whether a Monte-Carlo band's coverage of the hard
+    tanh is "close to 95 %" (Eq. 2-3: E[stochastic binarization] = HT(x)).
+    """
+    if points < 1 or not 0 < level < 1 or not 0 < mass < 1:
+        raise ValueError(f"need points >= 1 and level, mass in (0, 1), got {points}, {level}, {mass}")
+    probabilities = [math.comb(points, k) * level ** k * (1 - level) ** (points - k) for k in range(points + 1)]
+    tail = (1 - mass) / 2
+    low = 0
+    while sum(probabilities[:low + 1]) <= tail:      # drop counts while the lower tail stays <= tail
+        low += 1
+    high = points
+    while sum(probabilities[high:]) <= tail:
+        high -= 1
+    return low / points, high / points
