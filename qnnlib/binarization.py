@@ -5,7 +5,7 @@
   in place of their binarization; notebook 01 §5 compares that with the binary network.
 * `comparison_record`: a Welch verdict over >= `MIN_SEEDS` seeds, generated from per-seed
   results, behind every conclusion the notebook states about its MNIST runs.
-* `coverage_range`: whether a Monte-Carlo band's coverage is consistent with 95 % (§3).
+* `coverage_range`: whether a Monte-Carlo band's coverage is consistent with 95 % (notebook 01, part 3).
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def coverage_range(points: int, level: float = 0.95, mass: float = 0.999) -> tup
     that cover their true value: the share is Binomial(points, level) / points, and the
     range [k_lo, k_hi] / points holds at least `mass` of it (each tail <= (1 - mass) / 2).
 
-    Notebook 01 §3 uses it to decide whether a Monte-Carlo band's coverage of the hard
+    Notebook 01 (part 3) uses it to decide whether a Monte-Carlo band's coverage of the hard
     tanh is "close to 95 %" (Eq. 2-3: E[stochastic binarization] = HT(x)).
     """
     if points < 1 or not 0 < level < 1 or not 0 < mass < 1:
