@@ -16,7 +16,7 @@ VARIANTS = ["bn_adam", "bn_adamax", "shift_bn_shift_adamax"]  # every BN and opt
 SMALL_PARAMS = dict(hidden=32, depth=1, n_train=300, n_val=200, n_test=300, epochs=1,
                     batch_size=100, error_bits=[1, 2, 4], bit_widths=BITS, sweep_repeats=2,
                     ablation_variants=VARIANTS, ablation_epochs=2, ablation_repeats=2,
-                    adamax_lr_grid=[0.003, 0.01], workers=2, threads=1)
+                    tune_lr_grid=[0.003, 0.01], workers=2, threads=1)
 MIN_SEEDS = 3  # the notebook's rule: fewer seeds per group draw no conclusion
 
 
@@ -180,7 +180,8 @@ def test_round_quantization_notebook(tmp_path, monkeypatch):
     assert all(0 <= value <= 100 for value in grid.values())
     assert set(metrics["shift_ablation_test_error_pct"]) == set(VARIANTS)
     assert all(0 <= v <= 100 for v in metrics["shift_ablation_test_error_pct"].values())
-    assert metrics["adamax_lr"] in SMALL_PARAMS["adamax_lr_grid"]
+    assert set(metrics["tuned_lr"]) == {"Adam", "AdaMax"}
+    assert all(lr in SMALL_PARAMS["tune_lr_grid"] for lr in metrics["tuned_lr"].values())
     for name in ("weights", "pre_activations"):
         errors = metrics["quant_rms_error"][name]
         assert set(errors) == {"linear_quant", "log"}
@@ -198,12 +199,14 @@ def test_round_quantization_notebook(tmp_path, monkeypatch):
     assert len(quant) == 2 * 2 * 3 and (quant["relative_rms_error"] >= 0).all()
     ablation = pd.read_csv(tables / f"{NAME}_shift_ablation.csv")
     assert list(ablation["variant"].unique()) == VARIANTS and len(ablation) == 2 * len(VARIANTS)
-    # Adam keeps the paper's rate, both AdaMax kinds the tuned one
+    # each optimizer runs at the rate with its lowest validation error in the tuning table
+    tuning = pd.read_csv(tables / f"{NAME}_lr_tuning.csv")
+    assert list(tuning["lr_start"]) == 2 * SMALL_PARAMS["tune_lr_grid"] and (tuning["seed"] == 1000).all()
+    for optimizer, rows in tuning.groupby("optimizer"):
+        assert metrics["tuned_lr"][optimizer] == rows.loc[rows["best_val_error_pct"].idxmin(), "lr_start"]
     rates = ablation.groupby("variant")["lr_start"].first()
-    assert rates["bn_adam"] == 0.003 and rates["bn_adamax"] == rates["shift_bn_shift_adamax"] == metrics["adamax_lr"]
-    tuning = pd.read_csv(tables / f"{NAME}_adamax_lr.csv")
-    assert list(tuning["lr_start"]) == SMALL_PARAMS["adamax_lr_grid"] and (tuning["seed"] == 1000).all()
-    assert metrics["adamax_lr"] == tuning.loc[tuning["best_val_error_pct"].idxmin(), "lr_start"]
+    assert rates["bn_adam"] == metrics["tuned_lr"]["Adam"]
+    assert rates["bn_adamax"] == rates["shift_bn_shift_adamax"] == metrics["tuned_lr"]["AdaMax"]
     check_recorded_verdicts(metrics, sweep, ablation)
     # two seeds: no conclusion may be drawn
     assert not metrics["sweep_verdicts"]["conclusive"]
