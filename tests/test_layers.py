@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from qnnlib.layers import (BinaryActivation, BinaryLinear, QuantActivation, QuantLinear,
                            SquaredHingeLoss, glorot_lr_scale, squared_hinge_loss)
-from qnnlib.quantizers import LinearQuantizer, Sign, StochasticSign, sign
+from qnnlib.quantizers import DoReFaQuantizer, Sign, StochasticSign, sign
 
 
 def test_binary_linear_forward_equals_f_linear_with_sign_weights():
@@ -82,8 +82,8 @@ def test_lr_scale_of_a_layer_is_its_glorot_factor():
 
 
 def test_quantizer_specs_in_layers():
-    layer = QuantLinear(4, 3, weight_quantizer={"name": "linear", "bits": 2})
-    assert isinstance(layer.weight_quantizer, LinearQuantizer)
+    layer = QuantLinear(4, 3, weight_quantizer={"name": "dorefa", "bits": 2})
+    assert isinstance(layer.weight_quantizer, DoReFaQuantizer)
     assert len(layer.quantized_weight().unique()) <= 4
     assert isinstance(BinaryLinear(4, 3, stochastic=True).weight_quantizer, StochasticSign)
     assert isinstance(BinaryLinear(4, 3).weight_quantizer, Sign)
@@ -107,10 +107,10 @@ def test_binary_activation():
 
 
 def test_two_bit_layer_equals_float_linear_with_hand_quantized_weights():
-    """Levels of 2-bit linear quantization on [-1, 1]: -1, -1/3, 1/3, 1; each weight goes
+    """Levels of 2-bit DoReFa quantization on [-1, 1]: -1, -1/3, 1/3, 1; each weight goes
     to the nearest. The layer must equal float F.linear with those weights, and its
     weight gradient the float gradient at them (STE)."""
-    layer = QuantLinear(4, 2, weight_quantizer={"name": "linear", "bits": 2})
+    layer = QuantLinear(4, 2, weight_quantizer={"name": "dorefa", "bits": 2})
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[-0.9, -0.2, 0.1, 0.5], [0.7, -0.6, 0.0, 1.0]]))
         layer.bias.copy_(torch.tensor([0.25, -0.5]))
