@@ -28,3 +28,34 @@ def synthetic_splits(n: int = 600, features: int = 784, seed: int = 0) -> dict:
     third = n // 3
     return {"train": (x[:third], y[:third]), "val": (x[third:2 * third], y[third:2 * third]),
             "test": (x[2 * third:], y[2 * third:])}
+
+
+def t_quantile_reference(probability: float, df: float) -> float:
+    """Student's t quantile from mpmath's regularized incomplete beta function, independent
+    of `qnnlib.experiments.t_quantile`: P(T <= t) = 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2."""
+    import mpmath
+
+    def cdf(t):
+        return 1 - mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True) / 2
+    return float(mpmath.findroot(lambda t: cdf(t) - probability, 2.0))
+
+
+def welch_reference(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), low, high) of Welch's interval from raw per-seed values, the
+    independent reference the notebook tests recompute recorded verdicts with; NaN bounds
+    when a side has a single value, zero width when both sides are constant."""
+    import math
+
+    import numpy as np
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    difference = float(a.mean() - b.mean())
+    if min(len(a), len(b)) < 2:
+        return difference, math.nan, math.nan
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if var_a + var_b == 0:
+        return difference, difference, difference
+    df = (var_a + var_b) ** 2 / (var_a ** 2 / (len(a) - 1) + var_b ** 2 / (len(b) - 1))
+    half = t_quantile_reference(0.5 + confidence / 2, df) * math.sqrt(var_a + var_b)
+    return difference, difference - half, difference + half
+

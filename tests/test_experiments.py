@@ -246,3 +246,14 @@ def test_compare_welch_interval_by_hand():
     assert "single run" in single.describe()
     with pytest.raises(ValueError, match="non-empty, finite"):
         compare([float("nan"), 0.1], [0.1, 0.2])
+
+
+def test_the_tests_welch_reference_matches_tables():
+    """[1, 2, 3] vs [4, 5, 6]: difference -3, standard error sqrt(2/3), df 4 and the
+    textbook t(0.975, 4) = 2.776445, so the 95 % interval is -3 -+ 2.266958."""
+    from support import t_quantile_reference, welch_reference
+
+    assert t_quantile_reference(0.975, 2) == pytest.approx(4.302653, abs=1e-5)
+    assert t_quantile_reference(0.95, 10) == pytest.approx(1.812461, abs=1e-5)
+    difference, low, high = welch_reference([1, 2, 3], [4, 5, 6])
+    assert difference == -3 and (low, high) == pytest.approx((-5.266958, -0.733042), abs=1e-5)

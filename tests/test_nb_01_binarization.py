@@ -2,14 +2,13 @@
 reproduces under nbval and writes sane results; the verdicts and conclusions it records
 are recomputed here, independently, from its per-seed runs table."""
 import json
-import math
 
-import mpmath
 import numpy as np
 import pandas as pd
 import pytest
 
 from notebook_check import run_and_validate
+from support import welch_reference as welch
 
 NAME = "01_binarization"
 COMBINATIONS = ["Wdet_Adet", "Wdet_Asto", "Wsto_Adet", "Wsto_Asto"]
@@ -30,26 +29,6 @@ COMPARISONS = {
                                                  ("Wsto_Asto", "test_error")),
     "real_weights_vs_deterministic_weights": (("Wsto_Adet", "test_error_real_weights"), ("Wdet_Adet", "test_error")),
 }
-
-
-def welch(a, b):
-    """Mean difference and Welch's 95 % interval, the t quantile from mpmath's incomplete
-    beta function (independent of qnnlib.experiments): P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:                                   # identical seeds on both sides: zero width
-        return a.mean() - b.mean(), a.mean() - b.mean(), a.mean() - b.mean()
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    t = mpmath.findroot(lambda x: mpmath.betainc(df / 2, 0.5, 0, df / (df + x ** 2), regularized=True) / 2
-                        - 0.025, 2.5)
-    difference, half = a.mean() - b.mean(), float(t) * math.sqrt(va + vb)
-    return difference, difference - half, difference + half
-
-
-def test_welch_reference_matches_tables():
-    # equal sizes and variances: df = 4, t_0.975(4) = 2.776445
-    difference, low, high = welch([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])
-    assert difference == pytest.approx(1.0) and high - difference == pytest.approx(2.776445 * math.sqrt(2 / 3))
 
 
 def expected_verdicts(runs):

@@ -5,7 +5,6 @@ confirms."""
 import json
 import math
 
-import mpmath
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from notebook_check import run_and_validate
 from qnnpipeline.notebooks import run_notebook
 from support import mnist_mirror
+from support import welch_reference as welch
 
 NAME = "02_gradient_accumulation"
 SWEEP = ["float32", "bfloat16", "fixed4", "fixed8"]
@@ -25,33 +25,6 @@ MODELS = ["full_precision", "full_precision_dropout", "bnn", "bnn_dropout"]
 LABELS = {"full_precision": "full precision", "full_precision_dropout": "full precision + dropout",
           "bnn": "BNN", "bnn_dropout": "BNN + dropout"}
 NO_VERDICT = ("single run", "too few seeds")
-
-
-# -- an independent Welch reference (mpmath's incomplete beta, not experiments.t_quantile) ----
-
-def t_quantile(probability: float, df: float) -> float:
-    """Student t quantile from the regularized incomplete beta function:
-    P(T <= t) = 1 - I_{df / (df + t^2)}(df / 2, 1 / 2) / 2 for t >= 0."""
-    cdf = lambda t: 1 - float(mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True)) / 2
-    low, high = 0.0, 1e4
-    for _ in range(80):  # bisection: the cdf increases in t
-        middle = (low + high) / 2
-        low, high = (middle, high) if cdf(middle) < probability else (low, middle)
-    return (low + high) / 2
-
-
-def welch(a, b, confidence):
-    """(mean(a) - mean(b), low, high) of Welch's interval; NaN bounds for a single run."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    difference = a.mean() - b.mean()
-    if min(len(a), len(b)) < 2:
-        return difference, math.nan, math.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
-        return difference, difference, difference
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(va + vb)
-    return difference, difference - half, difference + half
 
 
 def expected_record(a, b, tolerance):
@@ -81,13 +54,7 @@ def assert_record_matches(recorded, expected, what):
     assert recorded["equivalent"] == expected["equivalent"], what
 
 
-def test_welch_reference_matches_a_hand_computed_interval():
-    """[1, 2, 3] vs [4, 5, 6]: difference -3, standard error sqrt(2/3), df 4 and the
-    textbook t(0.975, 4) = 2.776445, so the 95 % interval is -3 -+ 2.266958."""
-    difference, low, high = welch([1, 2, 3], [4, 5, 6], 0.95)
-    assert difference == -3
-    assert (low, high) == pytest.approx((-5.266958, -0.733042), abs=1e-5)
-    assert t_quantile(0.95, 10) == pytest.approx(1.812461, abs=1e-5)  # textbook table
+def test_expected_record_of_a_clear_difference():
     record = expected_record([1, 2, 3], [4, 5, 6], tolerance=0.5)
     assert record["verdict"] == "lower" and record["equivalent"] is False
     assert expected_record([1.0, 1.1, 0.9], [1.0, 1.05, 0.95], tolerance=0.5)["equivalent"] is True

@@ -3,14 +3,12 @@ expected loss, saturation and weight-clipping ablations) runs with tiny paramete
 reproduces under nbval and writes sane results; the learning rates and verdicts it records
 are recomputed here from its per-seed tables."""
 import json
-import math
 
-import mpmath
-import numpy as np
 import pandas as pd
 import pytest
 
 from notebook_check import run_and_validate
+from support import welch_reference as welch
 
 NAME = "03_ste_derivation"
 WIDTHS = [16, 256]
@@ -23,24 +21,6 @@ SMALL_PARAMS = dict(mc_points=41, mc_draws=200,
 VARIANTS = ["saturated", "unsaturated", "unclipped"]
 ABLATIONS = {"saturation": ("saturated", "unsaturated"), "clipping": ("saturated", "unclipped")}
 ESTIMATORS = ["ste_one_draw", "ste_mean", "hard_tanh_surrogate", "ste_unsaturated"]
-
-
-def welch(a, b):
-    """Mean difference and Welch's 95 % interval, the t quantile from mpmath's incomplete
-    beta function (independent of qnnlib.experiments): P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    t = mpmath.findroot(lambda x: mpmath.betainc(df / 2, 0.5, 0, df / (df + x ** 2), regularized=True) / 2
-                        - 0.025, 2.5)
-    difference, half = a.mean() - b.mean(), float(t) * math.sqrt(va + vb)
-    return difference, difference - half, difference + half
-
-
-def test_welch_reference_matches_tables():
-    # equal sizes and variances: df = 4, t_0.975(4) = 2.776445
-    difference, low, high = welch([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])
-    assert difference == pytest.approx(1.0) and high - difference == pytest.approx(2.776445 * math.sqrt(2 / 3))
 
 
 @pytest.mark.slow

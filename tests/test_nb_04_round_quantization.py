@@ -4,11 +4,11 @@ metrics record agree with an independent Welch computation on its per-seed table
 import json
 import math
 
-import mpmath
 import pandas as pd
 import pytest
 
 from notebook_check import run_and_validate
+from support import welch_reference
 
 NAME = "04_round_quantization"
 BITS = [1, 32]
@@ -20,28 +20,11 @@ SMALL_PARAMS = dict(hidden=32, depth=1, n_train=300, n_val=200, n_test=300, epoc
 MIN_SEEDS = 3  # the notebook's rule: fewer seeds per group draw no conclusion
 
 
-def t_quantile(probability: float, df: float) -> float:
-    """Student's t quantile from mpmath's regularized incomplete beta function:
-    P(T <= t) = 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2 for t >= 0, solved for t."""
-    def cdf(t):
-        return 1 - mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True) / 2
-    return float(mpmath.findroot(lambda t: cdf(t) - probability, 2.0))
-
-
 def welch(a, b):
     """(difference, low, high, verdict) of mean(a) - mean(b), 95 % Welch interval."""
-    n_a, n_b = len(a), len(b)
-    difference = sum(a) / n_a - sum(b) / n_b
-    if min(n_a, n_b) < 2:
+    difference, low, high = welch_reference(a, b)
+    if math.isnan(low):
         return difference, None, None, "single run"
-    var_a = sum((x - sum(a) / n_a) ** 2 for x in a) / (n_a - 1) / n_a
-    var_b = sum((x - sum(b) / n_b) ** 2 for x in b) / (n_b - 1) / n_b
-    if var_a + var_b == 0:
-        low = high = difference
-    else:
-        df = (var_a + var_b) ** 2 / (var_a ** 2 / (n_a - 1) + var_b ** 2 / (n_b - 1))
-        half = t_quantile(0.975, df) * math.sqrt(var_a + var_b)
-        low, high = difference - half, difference + half
     verdict = "lower" if high < 0 else "higher" if low > 0 else "no clear difference"
     return difference, low, high, verdict
 
@@ -49,8 +32,6 @@ def welch(a, b):
 def test_independent_welch_against_hand_computation():
     """a = [1, 2, 3], b = [4, 5, 6]: difference -3, standard error sqrt(2/3), df = 4,
     t_0.975(4) = 2.7764 (tables), so the interval is -3 -+ 2.2669."""
-    assert t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
-    assert t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4)
     difference, low, high, verdict = welch([1, 2, 3], [4, 5, 6])
     assert (difference, verdict) == (-3, "lower")
     assert (low, high) == pytest.approx((-5.2669, -0.7331), abs=1e-4)
