@@ -3,8 +3,6 @@
 * `real_weights`, `real_weight_error`: the authors' Theano code evaluates a network trained
   with stochastic weight binarization with its real-valued weights W (= E[W^b], Sec. 2.1)
   in place of their binarization; notebook 01 §5 compares that with the binary network.
-* `comparison_record`: a Welch verdict over >= `MIN_SEEDS` seeds, generated from per-seed
-  results, behind every conclusion the notebook states about its MNIST runs.
 * `coverage_range`: whether a Monte-Carlo band's coverage is consistent with 95 % (notebook 01, part 3).
 """
 from __future__ import annotations
@@ -15,12 +13,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .experiments import compare
 from .models import quant_linears
 from .quantizers import Identity
 from .training import evaluate
 
-__all__ = ["real_weights", "real_weight_error", "MIN_SEEDS", "comparison_record", "coverage_range"]
+__all__ = ["real_weights", "real_weight_error", "coverage_range"]
 
 
 @contextmanager
@@ -44,31 +41,6 @@ def real_weight_error(model: nn.Module, inputs: torch.Tensor, labels: torch.Tens
     device = next(model.parameters()).device
     with real_weights(model):
         return evaluate(model, inputs.to(device), labels.to(device))
-
-
-# --- Evidence for the notebook's conclusions (notebook 01 "What we found") -----------
-
-MIN_SEEDS = 3   # project rule: a conclusion rests on at least this many seeds per side
-
-
-def comparison_record(a, b, min_seeds: int = MIN_SEEDS) -> dict:
-    """Mean(a) - mean(b) of two groups of per-seed error fractions, as a JSON-ready record.
-
-    The interval is Welch's 95 % t interval (`experiments.compare`), reported in
-    percentage points (None where undefined, i.e. a side with one seed). verdict:
-    "lower" / "higher" when the interval excludes 0, "no clear difference" otherwise,
-    and "single run" when a side has fewer than `min_seeds` seeds: then no conclusion
-    is drawn, whatever the interval says.
-    """
-    comparison = compare(a, b)
-
-    def points(value: float):
-        return round(100 * value, 4) if math.isfinite(value) else None
-
-    verdict = "single run" if min(comparison.n_a, comparison.n_b) < min_seeds else comparison.verdict
-    return {"difference_pct": points(comparison.difference), "ci_low_pct": points(comparison.low),
-            "ci_high_pct": points(comparison.high), "n_a": comparison.n_a, "n_b": comparison.n_b,
-            "verdict": verdict}
 
 
 def coverage_range(points: int, level: float = 0.95, mass: float = 0.999) -> tuple[float, float]:

@@ -37,7 +37,7 @@ from .training import TrainConfig, TrainResult, seed_everything
 from .training import train as train_model
 
 __all__ = ["GridResult", "run_grid", "seeded_model", "summarize", "binarization_generator",
-           "compare", "Comparison", "t_quantile",
+           "compare", "Comparison", "MIN_SEEDS", "t_quantile",
            "format_mean_std"]
 
 RUN_COLUMNS = ["best_epoch", "best_val_error", "test_error", "final_val_error",
@@ -258,12 +258,17 @@ def t_quantile(probability: float, df: float) -> float:
     return (low + high) / 2
 
 
+MIN_SEEDS = 3   # the project's evidence rule: a conclusion rests on at least this many seeds per side
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Mean of `a` minus mean of `b` over seeds, with Welch's 95 % confidence interval.
 
-    verdict: "single run" (a side has fewer than 2 seeds: no conclusion), "lower" or
+    verdict: "single run" (a side has fewer than 2 seeds: no interval), "lower" or
     "higher" (the interval excludes 0), else "no clear difference".
+    conclusion(): the verdict a notebook may state, "single run" below `MIN_SEEDS` seeds.
+    record(): the JSON-ready form the notebooks' metrics keep.
     within(tolerance): the whole interval lies inside [-tolerance, +tolerance].
     """
 
@@ -282,6 +287,21 @@ class Comparison:
         if self.low > 0:
             return "higher"
         return "no clear difference"
+
+    def conclusion(self, min_seeds: int = MIN_SEEDS) -> str:
+        """`verdict`, or "single run" when a side has fewer than `min_seeds` seeds: then no
+        conclusion is drawn, whatever the interval says."""
+        return "single run" if min(self.n_a, self.n_b) < min_seeds else self.verdict
+
+    def record(self, scale: float = 100.0, min_seeds: int = MIN_SEEDS) -> dict:
+        """Difference and interval times `scale` (100: error fractions as percentage points;
+        1: already in points), None where undefined; seeds per side; `conclusion`."""
+        def points(value: float):
+            return round(value * scale, 4) if math.isfinite(value) else None
+
+        return {"difference_pct": points(self.difference), "ci_low_pct": points(self.low),
+                "ci_high_pct": points(self.high), "n_a": self.n_a, "n_b": self.n_b,
+                "verdict": self.conclusion(min_seeds)}
 
     def within(self, tolerance: float) -> bool:
         return min(self.n_a, self.n_b) >= 2 and -tolerance <= self.low and self.high <= tolerance

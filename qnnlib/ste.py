@@ -9,9 +9,9 @@ stochastic binarization b(r) = HT(r) + zero-mean noise. This module holds its ma
 * `gradient_comparison`: cosines of STE estimates with the exact gradient of the
   expected loss over the binarization noise, for one random problem (§5);
 * `derivation_claims`: the checks behind the notebook's written conclusions of §4-§5;
-* `choose_learning_rates`, `verdict`, `comparison_record`, `comparison_sentence`: the MNIST
-  ablations (§6-§7): each variant at the learning rate its validation error prefers, and a
-  verdict over >= `MIN_SEEDS` seeds generated from the per-seed results.
+* `choose_learning_rates`, `comparison_sentence`: the MNIST ablations (§6-§7): each variant
+  at the learning rate its validation error prefers, and the sentence stating the
+  verdict over >= `experiments.MIN_SEEDS` seeds generated from the per-seed results.
 
 Every function draws from an explicit `torch.Generator`, in a fixed order, so a seed
 fixes the numbers.
@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .experiments import MIN_SEEDS
 from .layers import squared_hinge_loss
 from .quantizers import hard_tanh, sign, stochastic_sign
 
 __all__ = ["aligned_weights", "noise_to_signal", "squared_hinge_grad", "cosine",
            "gradient_comparison", "ESTIMATORS", "derivation_claims", "choose_learning_rates",
-           "MIN_SEEDS", "verdict", "comparison_record", "comparison_sentence"]
+           "comparison_sentence"]
 
 ESTIMATORS = ("STE, one draw", "STE, mean over draws", "hard-tanh surrogate",
               "STE without saturation", "reference split-half")
@@ -218,30 +219,6 @@ def choose_learning_rates(runs: pd.DataFrame, by: str = "name", rate: str = "lr_
             .drop(columns="_order").reset_index(drop=True))
 
 
-MIN_SEEDS = 3   # project rule: a conclusion rests on at least this many seeds per side
-
-
-def verdict(comparison, min_seeds: int = MIN_SEEDS) -> str:
-    """`comparison.verdict` ("lower", "higher", "no clear difference") from Welch's 95 %
-    interval of mean(a) - mean(b), or "single run" when either side has fewer than
-    `min_seeds` seeds: then no conclusion is drawn."""
-    if min(comparison.n_a, comparison.n_b) < min_seeds:
-        return "single run"
-    return comparison.verdict
-
-
-def comparison_record(comparison, min_seeds: int = MIN_SEEDS, scale: float = 100.0) -> dict:
-    """A JSON-ready record of a comparison: difference and 95 % interval (times `scale`,
-    e.g. error fractions as percentage points; None where undefined), seeds per side and
-    the `verdict`."""
-    def number(value):
-        return None if not math.isfinite(value) else round(value * scale, 4)
-
-    return {"difference_pct": number(comparison.difference), "ci_low_pct": number(comparison.low),
-            "ci_high_pct": number(comparison.high), "n_a": comparison.n_a, "n_b": comparison.n_b,
-            "verdict": verdict(comparison, min_seeds)}
-
-
 _PHRASES = {"lower": "**lower** than", "higher": "**higher** than",
             "no clear difference": "**not clearly different** from"}
 
@@ -251,7 +228,7 @@ def comparison_sentence(a: str, b: str, comparison, min_seeds: int = MIN_SEEDS,
     """The sentence that states a comparison's conclusion, generated from it, e.g.
     "The test error of saturated is **lower** than that of unsaturated: -6.91 points (95 % CI
     -7.2 to -6.6, 3 vs 3 seeds)." Fewer than `min_seeds` seeds: says so, concludes nothing."""
-    label = verdict(comparison, min_seeds)
+    label = comparison.conclusion(min_seeds)
     if label == "single run":
         return (f"Single run: {comparison.n_a} vs {comparison.n_b} seeds, fewer than {min_seeds} "
                 f"per side, so no conclusion on {a} versus {b} is drawn "

@@ -1,6 +1,5 @@
 """qnnlib.binarization against a float network built by hand from the same weights, and
 its evidence helpers (Welch verdicts, binomial coverage range) against hand computations."""
-import math
 
 import pytest
 import torch
@@ -48,27 +47,6 @@ def test_real_weights_restores_the_quantizers_after_an_exception():
     except RuntimeError:
         pass
     assert [layer.weight_quantizer for layer in models.quant_linears(model)] == before
-
-
-def test_comparison_record_is_welch_by_hand():
-    # equal sizes and variances: df = 4, t_0.975(4) = 2.776445 (tables), sd of the difference sqrt(2/3)
-    record = binarization.comparison_record([0.01, 0.02, 0.03], [0.00, 0.01, 0.02])
-    half = 100 * 2.776445 * math.sqrt(2 / 3) / 100
-    assert record["difference_pct"] == pytest.approx(1.0)
-    assert record["ci_low_pct"] == pytest.approx(1.0 - half, abs=1e-4)
-    assert record["ci_high_pct"] == pytest.approx(1.0 + half, abs=1e-4)
-    assert (record["n_a"], record["n_b"], record["verdict"]) == (3, 3, "no clear difference")
-    clear = binarization.comparison_record([0.100, 0.101, 0.102], [0.05, 0.051, 0.052])
-    assert clear["verdict"] == "higher" and clear["ci_low_pct"] > 0
-    assert binarization.comparison_record([0.05, 0.051, 0.052], [0.100, 0.101, 0.102])["verdict"] == "lower"
-
-
-def test_comparison_record_draws_no_conclusion_below_three_seeds():
-    record = binarization.comparison_record([0.100, 0.101], [0.05, 0.051])
-    assert record["verdict"] == "single run" and record["ci_low_pct"] > 0     # interval clear, seeds too few
-    single = binarization.comparison_record([0.1], [0.05, 0.06, 0.07])
-    assert single["verdict"] == "single run" and single["ci_low_pct"] is None
-    assert single["difference_pct"] == pytest.approx(4.0)
 
 
 def test_coverage_range_by_hand():

@@ -257,3 +257,30 @@ def test_the_tests_welch_reference_matches_tables():
     assert t_quantile_reference(0.95, 10) == pytest.approx(1.812461, abs=1e-5)
     difference, low, high = welch_reference([1, 2, 3], [4, 5, 6])
     assert difference == -3 and (low, high) == pytest.approx((-5.266958, -0.733042), abs=1e-5)
+
+
+def record_of(a, b):
+    return compare(a, b).record()
+
+
+def test_record_is_welch_by_hand():
+    # equal sizes and variances: df = 4, t_0.975(4) = 2.776445 (tables), sd of the difference sqrt(2/3)
+    record = record_of([0.01, 0.02, 0.03], [0.00, 0.01, 0.02])
+    half = 100 * 2.776445 * math.sqrt(2 / 3) / 100
+    assert record["difference_pct"] == pytest.approx(1.0)
+    assert record["ci_low_pct"] == pytest.approx(1.0 - half, abs=1e-4)
+    assert record["ci_high_pct"] == pytest.approx(1.0 + half, abs=1e-4)
+    assert (record["n_a"], record["n_b"], record["verdict"]) == (3, 3, "no clear difference")
+    clear = record_of([0.100, 0.101, 0.102], [0.05, 0.051, 0.052])
+    assert clear["verdict"] == "higher" and clear["ci_low_pct"] > 0
+    assert record_of([0.05, 0.051, 0.052], [0.100, 0.101, 0.102])["verdict"] == "lower"
+
+
+def test_record_draws_no_conclusion_below_three_seeds():
+    record = record_of([0.100, 0.101], [0.05, 0.051])
+    assert record["verdict"] == "single run" and record["ci_low_pct"] > 0     # interval clear, seeds too few
+    single = record_of([0.1], [0.05, 0.06, 0.07])
+    assert single["verdict"] == "single run" and single["ci_low_pct"] is None
+    assert single["difference_pct"] == pytest.approx(4.0)
+    assert compare([0.1, 0.2], [0.05, 0.06]).record(min_seeds=2)["verdict"] != "single run"
+    assert compare([10.0, 10.1, 10.2], [5.0, 5.1, 5.2]).record(scale=1)["difference_pct"] == pytest.approx(5.0)

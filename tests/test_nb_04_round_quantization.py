@@ -42,6 +42,8 @@ def test_independent_welch_against_hand_computation():
 def assert_record_matches(record, a, b, where):
     """A recorded comparison equals the independent one on the raw per-seed values."""
     difference, low, high, verdict = welch(list(a), list(b))
+    if min(len(a), len(b)) < MIN_SEEDS:
+        verdict = "single run"   # the project's rule: no conclusion below 3 seeds a side
     assert record["n_a"] == len(a) and record["n_b"] == len(b), where
     assert record["difference_pct"] == pytest.approx(difference, abs=1e-3), where
     if low is None:

@@ -143,22 +143,17 @@ def test_choose_learning_rates_takes_the_lowest_mean_validation_error():
 
 def test_verdict_needs_three_seeds_per_side():
     lower = experiments.compare([0.060, 0.062], [0.130, 0.131])
-    assert lower.verdict == "lower" and ste.verdict(lower) == "single run"
-    record = ste.comparison_record(lower)
-    assert record["verdict"] == "single run" and record["n_a"] == 2
+    assert lower.verdict == "lower" and lower.conclusion() == "single run"
     sentence = ste.comparison_sentence("A", "B", lower)
     assert sentence.startswith("Single run") and "no conclusion" in sentence and "lower" not in sentence
 
 
-def test_comparison_record_matches_a_hand_welch_interval():
+def test_comparison_sentence_states_a_hand_welch_interval():
     a, b = np.array([0.060, 0.064, 0.062]), np.array([0.130, 0.126, 0.128])
     # equal sizes and variances: Welch's df = 2 (n - 1) = 4, t_0.975(4) = 2.776445 (tables)
     half = 2.776445 * math.sqrt(a.var(ddof=1) / 3 + b.var(ddof=1) / 3)
-    record = ste.comparison_record(experiments.compare(a, b))
-    assert record["difference_pct"] == pytest.approx(-6.6, abs=1e-4)
-    assert record["ci_low_pct"] == pytest.approx(100 * (-0.066 - half), abs=1e-3)
-    assert record["ci_high_pct"] == pytest.approx(100 * (-0.066 + half), abs=1e-3)
-    assert record["verdict"] == "lower" and (record["n_a"], record["n_b"]) == (3, 3)
-    assert "**lower** than that of B: -6.60 points (95 % CI" in ste.comparison_sentence("A", "B", experiments.compare(a, b))
-    same = ste.comparison_record(experiments.compare(a, a[::-1] + [0.001, -0.001, 0.0]))
-    assert same["verdict"] == "no clear difference" and same["ci_low_pct"] < 0 < same["ci_high_pct"]
+    sentence = ste.comparison_sentence("A", "B", experiments.compare(a, b))
+    assert "**lower** than that of B: -6.60 points (95 % CI" in sentence
+    assert f"{100 * (-0.066 - half):+.2f} to {100 * (-0.066 + half):+.2f}" in sentence
+    same = ste.comparison_sentence("A", "B", experiments.compare(a, a[::-1] + [0.001, -0.001, 0.0]))
+    assert "**not clearly different** from" in same
