@@ -71,6 +71,15 @@ def test_mnist_results_notebook(tmp_path, monkeypatch):
     bnn = summary["runs"]["tiny_bnn"]
     assert ours["MNIST"].iloc[3] == f"{bnn['test_error_pct_mean']:.2f} ± {bnn['test_error_pct_sd']:.2f}"
 
+    # a seeds summary made before the run was retrained is stale: no mean ± sd, no verdict
+    path = results / "metrics" / "tiny_seeds.json"
+    stale = json.loads(path.read_text())
+    stale["runs"]["tiny_bnn"]["own_seed"]["test_error"] += 0.01
+    path.write_text(json.dumps(stale))
+    results = run_and_validate(NAME, SMALL_PARAMS, tmp_path, monkeypatch)
+    assert json.loads((results / "metrics" / f"{NAME}.json").read_text())["seeds"] == {"status": "stale"}
+    assert len(pd.read_csv(results / "tables" / f"{NAME}_table.csv")) == len(TABLE1) + 3
+
     protocol = pd.read_csv(results / "tables" / f"{NAME}_protocol.csv", index_col="setting")
     assert list(protocol.columns) == ["paper", "tiny_bnn", "tiny_fp"]
     assert protocol.loc["epochs"].tolist() == ["1000", "2", "2"]

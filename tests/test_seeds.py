@@ -6,7 +6,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from qnnpipeline import seeds
+from qnnpipeline import runs, seeds
 from support import mnist_mirror
 from test_cli import outputs, write_params  # noqa: F401  (the fixture and the tiny params)
 
@@ -60,6 +60,12 @@ def test_summary_agrees_with_a_hand_computation(outputs):
         assert summary[run]["test_error_pct_mean"] == pytest.approx(100 * statistics.mean(values), abs=1e-3)
         assert summary[run]["test_error_pct_sd"] == pytest.approx(100 * statistics.stdev(values), abs=1e-3)
         assert summary[run]["n_seeds"] == 3
+    # the summary describes the runs as they are; a retrained own seed makes it stale
+    own = json.loads((results / "metrics" / "bnn.json").read_text())
+    assert runs.is_current({"runs": summary}, "bnn", own)
+    assert not runs.is_current({"runs": summary}, "bnn", {**own, "test_error": 0.019})
+    assert not runs.is_current({"runs": summary}, "bnn", {**own, "config": {"seed": 0, "epochs": 9}})
+    assert not runs.is_current(None, "bnn", own) and not runs.is_current({"runs": summary}, "bnn", None)
     fake_run(results, "bnn_seed2", 7, 0.02, 0.02)  # a run trained with another seed
     with pytest.raises(ValueError, match="trained with seed 7, not 2"):
         seeds.summarise(triples)
@@ -79,3 +85,15 @@ def test_main_trains_the_other_seeds_and_writes_the_summary(outputs):
     assert trained.between(0, 90).all() and trained.nunique() == 2  # other seeds, other runs
     metrics = json.loads((outputs / "results" / "metrics" / "tiny_seeds.json").read_text())
     assert metrics["runs"]["tiny"]["n_seeds"] == 3 and metrics["provenance"]["commit"]
+
+
+def test_summarise_only_trains_nothing(outputs):
+    params = add_seeds_section(write_params(outputs), seed_list=[0, 1])
+    fake_run(outputs / "results", "tiny", 0, 0.5, 0.5)
+    fake_run(outputs / "results", "tiny_seed1", 1, 0.3, 0.3)
+    assert seeds.main(["--config", str(params), "--section", "tiny_seeds", "--summarise-only"]) == 0
+    metrics = json.loads((outputs / "results" / "metrics" / "tiny_seeds.json").read_text())
+    assert metrics["runs"]["tiny"]["test_error_pct_mean"] == pytest.approx(40.0)
+    assert not (outputs / "checkpoints" / "tiny_seed1.pt").exists()
+    own = json.loads((outputs / "results" / "metrics" / "tiny.json").read_text())
+    assert runs.is_current(metrics, "tiny", own)
