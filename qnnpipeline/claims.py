@@ -18,7 +18,8 @@ from . import paths
 from .runs import load_json, load_metrics, load_run, error_pct  # noqa: F401 (notebooks read runs here)
 
 __all__ = ["PENDING_GPU", "CLAIMS", "COLUMNS", "load_json", "load_metrics", "load_run", "error_pct",
-           "gpu_gemm_speedup", "gpu_runtime_speedup", "claims_table", "markdown_table", "update_readme"]
+           "is_current", "gpu_gemm_speedup", "gpu_runtime_speedup", "claims_table", "markdown_table",
+           "update_readme"]
 
 PENDING_GPU = "pending (needs GPU)"
 COLUMNS = ["claim", "paper", "ours", "setting", "command"]
@@ -26,6 +27,16 @@ README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
 
 # id -> what the paper claims, its number, our column before any measurement, the command.
 CLAIMS = yaml.safe_load(Path(__file__).with_name("claims.yaml").read_text())
+
+
+def is_current(seeds_metrics: dict | None, run: str, run_metrics: dict | None) -> bool:
+    """Whether a seeds summary (`qnnpipeline.seeds`) still describes `run` as its stage last
+    trained it: the own-seed result the summary read (errors, epochs, training config) is
+    the run's current result. A retrained run makes the summary stale."""
+    own = (((seeds_metrics or {}).get("runs") or {}).get(run) or {}).get("own_seed")
+    if not own or run_metrics is None:
+        return False
+    return all(run_metrics.get(key) == value for key, value in own.items())
 
 
 def measured_on_gpu(report: dict | None) -> bool:

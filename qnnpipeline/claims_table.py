@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .claims import claims_table, gpu_gemm_speedup, gpu_runtime_speedup
-from .runs import error_pct, is_current
+from .claims import claims_table, gpu_gemm_speedup, gpu_runtime_speedup, is_current
+from .runs import error_pct
 
 __all__ = ["assemble", "RUNTIME", "CPU_RUN", "PAPER_RUN", "SEEDS_RUN"]
 

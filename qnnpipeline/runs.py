@@ -62,19 +62,6 @@ def error_pct(metrics: dict | None) -> float | None:
     return None if math.isnan(value) else 100 * value
 
 
-OWN_SEED_KEYS = ("test_error", "best_val_error", "best_epoch", "epochs", "config")
-
-
-def is_current(seeds_metrics: dict | None, run: str, run_metrics: dict | None) -> bool:
-    """Whether a seeds summary (`qnnpipeline.seeds`) still describes `run` as its stage last
-    trained it: the own-seed result the summary read is the run's current result (errors,
-    epochs, training config). A retrained run makes the summary stale."""
-    own = (((seeds_metrics or {}).get("runs") or {}).get(run) or {}).get("own_seed")
-    if own is None or run_metrics is None:
-        return False
-    return all(own.get(key) == run_metrics.get(key) for key in OWN_SEED_KEYS)
-
-
 def save_results(result, name: str, wall_seconds: float | None = None) -> dict[str, Path]:
     """Write results/metrics/<name>.json and results/tables/<name>_history.csv for a
     `training.TrainResult`.

@@ -17,7 +17,7 @@ results/metrics/mnist_seeds.json (mean, sd, n per run, and the BNN-minus-control
 difference with its Welch 95 % interval).
 
 The summary keeps each run's own-seed result (`own_seed`). When a run's section changes,
-its stage retrains it and that result no longer matches: `runs.is_current` then says the
+its stage retrains it and that result no longer matches: `claims.is_current` then says the
 summary is stale, and the notebook and the claims table leave its numbers out.
 `--summarise-only` rewrites the summary from runs already trained.
 """
@@ -36,7 +36,7 @@ from qnnlib.provenance import provenance
 
 from . import cli, paths
 from .params import read_document, train_section
-from .runs import OWN_SEED_KEYS, load_metrics, write_json
+from .runs import load_metrics, write_json
 
 COLUMNS = ["run", "seed", "name", "test_error_pct", "best_val_error_pct", "best_epoch", "epochs"]
 
@@ -72,6 +72,9 @@ def train_missing(config_path, triples, jobs: int) -> None:
     todo = [triple for triple in triples if triple[2] != triple[0]]
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(train, todo))
+
+
+OWN_SEED_KEYS = ("test_error", "best_val_error", "best_epoch", "epochs", "config")  # what `claims.is_current` compares
 
 
 def summarise(triples) -> tuple[pd.DataFrame, dict]:

@@ -6,7 +6,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from qnnpipeline import runs, seeds
+from qnnpipeline import claims, seeds
 from support import mnist_mirror
 from test_cli import outputs, write_params  # noqa: F401  (the fixture and the tiny params)
 
@@ -62,10 +62,10 @@ def test_summary_agrees_with_a_hand_computation(outputs):
         assert summary[run]["n_seeds"] == 3
     # the summary describes the runs as they are; a retrained own seed makes it stale
     own = json.loads((results / "metrics" / "bnn.json").read_text())
-    assert runs.is_current({"runs": summary}, "bnn", own)
-    assert not runs.is_current({"runs": summary}, "bnn", {**own, "test_error": 0.019})
-    assert not runs.is_current({"runs": summary}, "bnn", {**own, "config": {"seed": 0, "epochs": 9}})
-    assert not runs.is_current(None, "bnn", own) and not runs.is_current({"runs": summary}, "bnn", None)
+    assert claims.is_current({"runs": summary}, "bnn", own)
+    assert not claims.is_current({"runs": summary}, "bnn", {**own, "test_error": 0.019})
+    assert not claims.is_current({"runs": summary}, "bnn", {**own, "config": {"seed": 0, "epochs": 9}})
+    assert not claims.is_current(None, "bnn", own) and not claims.is_current({"runs": summary}, "bnn", None)
     fake_run(results, "bnn_seed2", 7, 0.02, 0.02)  # a run trained with another seed
     with pytest.raises(ValueError, match="trained with seed 7, not 2"):
         seeds.summarise(triples)
@@ -96,4 +96,4 @@ def test_summarise_only_trains_nothing(outputs):
     assert metrics["runs"]["tiny"]["test_error_pct_mean"] == pytest.approx(40.0)
     assert not (outputs / "checkpoints" / "tiny_seed1.pt").exists()
     own = json.loads((outputs / "results" / "metrics" / "tiny.json").read_text())
-    assert runs.is_current(metrics, "tiny", own)
+    assert claims.is_current(metrics, "tiny", own)
