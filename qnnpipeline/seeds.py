@@ -124,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {"runs": summary, "seeds": spec["seeds"]}
     if len(runs) == 2:  # the BNN and its control: what binarization costs, with its interval
         a, b = (table.loc[table["run"] == run, "test_error_pct"] / 100 for run in runs)
-        difference = compare(a, b)
-        metrics["difference"] = {"runs": runs, "test_error_pct_points": round(100 * difference.difference, 3),
-                                 "ci95_low": round(100 * difference.low, 3),
-                                 "ci95_high": round(100 * difference.high, 3),
-                                 "verdict": difference.verdict}
+        metrics["difference"] = {"runs": runs, **compare(a, b).record()}
     metrics["provenance"] = provenance(threads=1, wall_seconds=time.perf_counter() - start)
     write_json(paths.output("metrics", f"{args.section}.json"), metrics)
     print(table.to_string(index=False))

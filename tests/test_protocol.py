@@ -1,7 +1,7 @@
 """qnnpipeline.protocol: a run's settings, checked against values written out by hand."""
 import pytest
 
-from qnnpipeline.protocol import describe, paper_settings, run_settings
+from qnnpipeline.protocol import describe, paper_settings, recent_change, run_settings
 
 PAPER = {"hidden": 4096, "depth": 3, "epochs": 1000, "batch_size": 100, "n_train": 50000,
          "lr_start": 0.003, "lr_end": 3e-07, "dropout_in": 0.2, "dropout_hidden": 0.5}
@@ -29,7 +29,6 @@ def test_run_settings_of_a_budget_run_and_of_an_unknown_model():
 
 
 def test_recent_change_compares_the_last_epochs_with_the_ones_before():
-    from qnnpipeline.protocol import recent_change
     # last three 1, 1, 1 vs the three before 4, 3, 2: mean 1 - mean 3 = -2
     assert recent_change([9, 4, 3, 2, 1, 1, 1]) == pytest.approx(-2.0)
     assert recent_change([2, 2, 2, 2], window=2) == 0.0

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from qnnpipeline import claims, seeds
-from support import mnist_mirror
+from support import mnist_mirror, welch_reference
 from test_cli import outputs, write_params  # noqa: F401  (the fixture and the tiny params)
 
 
@@ -88,12 +88,22 @@ def test_main_trains_the_other_seeds_and_writes_the_summary(outputs):
 
 
 def test_summarise_only_trains_nothing(outputs):
-    params = add_seeds_section(write_params(outputs), seed_list=[0, 1])
-    fake_run(outputs / "results", "tiny", 0, 0.5, 0.5)
-    fake_run(outputs / "results", "tiny_seed1", 1, 0.3, 0.3)
+    params = add_seeds_section(write_params(outputs), runs=("tiny", "other"), seed_list=[0, 1, 2])
+    params.write_text(params.read_text() + "other:\n  model: {hidden: 8, depth: 1}\n  train: {epochs: 1}\n")
+    errors = {"tiny": [0.50, 0.30, 0.40], "other": [0.20, 0.25, 0.21]}
+    for run, values in errors.items():
+        for seed, value in enumerate(values):
+            fake_run(outputs / "results", run if seed == 0 else f"{run}_seed{seed}", seed, value, value)
     assert seeds.main(["--config", str(params), "--section", "tiny_seeds", "--summarise-only"]) == 0
     metrics = json.loads((outputs / "results" / "metrics" / "tiny_seeds.json").read_text())
     assert metrics["runs"]["tiny"]["test_error_pct_mean"] == pytest.approx(40.0)
     assert not (outputs / "checkpoints" / "tiny_seed1.pt").exists()
     own = json.loads((outputs / "results" / "metrics" / "tiny.json").read_text())
     assert claims.is_current(metrics, "tiny", own)
+    # BNN minus control, as the shared record: Welch's interval in points, verdict over 3 seeds
+    difference, low, high = welch_reference(errors["tiny"], errors["other"])
+    recorded = metrics["difference"]
+    assert recorded["runs"] == ["tiny", "other"] and (recorded["n_a"], recorded["n_b"]) == (3, 3)
+    assert recorded["difference_pct"] == pytest.approx(100 * difference, abs=1e-3)
+    assert (recorded["ci_low_pct"], recorded["ci_high_pct"]) == pytest.approx((100 * low, 100 * high), abs=1e-3)
+    assert recorded["verdict"] == ("higher" if low > 0 else "no clear difference")
