@@ -57,6 +57,7 @@ def test_mnist_results_notebook(tmp_path, monkeypatch):
 
     summary = json.loads((results / "metrics" / "tiny_seeds.json").read_text())
     assert metrics["seeds"]["runs"] == summary["runs"] and summary["runs"]["tiny_bnn"]["n_seeds"] == 3
+    assert metrics["seeds"]["difference"] == summary["difference"]   # the verdict the prose states
     assert metrics["paper_table1"]["Gated pooling"] == {
         "group": "no binarization", "MNIST": None, "SVHN": 1.69, "CIFAR-10": 7.62}
 
