@@ -1,4 +1,4 @@
-"""What produced a number: code version, packages, hardware, threads and wall time.
+"""What produced a number: code version, packages, hardware, numerics, threads and wall time.
 
 Every metrics file and benchmark report of the replication carries one `provenance()`
 dict, so a number can be traced to the commit, machine and settings behind it.
@@ -11,6 +11,8 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from . import numerics
 
 PACKAGES = ("torch", "numpy", "numba", "llvmlite", "pandas", "cupy-cuda13x", "cupy-cuda12x")
 
@@ -77,11 +79,13 @@ def git_state(folder: Path | None = None) -> dict:
         return {"commit": None, "dirty": None}
 
 
-def provenance(threads: int | None = None, wall_seconds: float | None = None) -> dict:
-    """Commit, packages, CPU, GPU, threads and wall time, as one JSON-ready dict."""
+def provenance(threads: int | None = None, wall_seconds: float | None = None,
+               numeric_settings: dict | None = None) -> dict:
+    """Commit, packages, CPU, GPU, numeric settings (default: this process's
+    `numerics.settings()`), threads and wall time, as one JSON-ready dict."""
     if threads is None and "torch" in sys.modules:
         threads = sys.modules["torch"].get_num_threads()
     return {**git_state(), "packages": package_versions(), "cpu": cpu_model(),
             "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "gpu": gpu_description(), "threads": threads,
+            "gpu": gpu_description(), "numerics": numeric_settings or numerics.settings(), "threads": threads,
             "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1)}

@@ -5,7 +5,8 @@
 notebook's `qnn_params_section` metadata, or by `--section`), executes
 `notebooks/<name>.ipynb` into `results/notebooks/<name>.ipynb` and strips the
 timestamps papermill and Jupyter record, so a rerun with the same results rewrites
-the same file.
+the same file. The kernel computes with the pinned numerics (`qnnlib.numerics`), or
+with the profile the notebook names in its `qnn_numerics` metadata (06: "native").
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import time
 from pathlib import Path
 
+from qnnlib import numerics
 from qnnlib.provenance import provenance
 
 from . import paths
@@ -43,6 +45,12 @@ def strip_volatile_metadata(notebook_path: Path, record: dict | None = None) -> 
             meta.pop(key, None)
         meta.get("papermill", {}).update({key: None for key in ("start_time", "end_time", "duration")})
     notebook_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def notebook_numerics(source: Path) -> str:
+    """The numerics profile a notebook's kernel runs with: its `qnn_numerics` metadata
+    (06 times the libraries' fastest code), else the pipeline's own (`numerics.profile`)."""
+    return json.loads(source.read_text()).get("metadata", {}).get("qnn_numerics") or numerics.profile()
 
 
 def check_parameters(source: Path, parameters: dict) -> None:
@@ -76,16 +84,20 @@ def run_notebook(name: str, parameters: dict | None = None, output_dir: Path | N
     start = time.perf_counter()
     previous = os.environ.get(paths.PIPELINE_RUN)
     os.environ[paths.PIPELINE_RUN] = "1"
+    profile = notebook_numerics(source)
     try:
-        papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
-                                   cwd=str(paths.notebooks()), progress_bar=progress, kernel_name="python3")
+        with numerics.pinned_environment(profile):
+            papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
+                                       cwd=str(paths.notebooks()), progress_bar=progress,
+                                       kernel_name="python3")
+            kernel_numerics = numerics.settings(effective=False)
     finally:
         if previous is None:
             os.environ.pop(paths.PIPELINE_RUN, None)
         else:
             os.environ[paths.PIPELINE_RUN] = previous
     record = provenance(threads=(parameters or {}).get("threads"),
-                        wall_seconds=time.perf_counter() - start)
+                        wall_seconds=time.perf_counter() - start, numeric_settings=kernel_numerics)
     strip_volatile_metadata(executed, record)
     stamp_metrics(name, record)
     return executed

@@ -11,6 +11,7 @@ lr 3e-3) at the width the budget affords; 20 epochs fit the budget once Adam is 
 """
 from __future__ import annotations
 
+import qnnpipeline  # noqa: F401 (first: pins the CPU numerics before torch starts)
 import argparse
 import sys
 from concurrent.futures import ProcessPoolExecutor
