@@ -6,12 +6,17 @@ STAMP  := $(VENV)/.installed
 # dvc stages and papermill kernels must find the project's Python first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test lab venv clean-venv
+.PHONY: repro test verify lab venv clean-venv
 
-$(STAMP): pyproject.toml
+# The exact versions (and their hashes) come from requirements.lock, the environment that
+# produced the committed results; the project itself goes on top without touching them.
+# After editing pyproject.toml's dependencies, regenerate the lock with the command in its
+# header (pip-tools; it keeps the existing pins, `--upgrade` moves them).
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[pipeline,test,book]"
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (qnnlib)"
 	$(BIN)/pip download --quiet --no-deps --dest $(VENV)/wheels "cffconvert==2.0.0"
 	-$(MAKE) --no-print-directory -k git-filters browser-deps
@@ -26,6 +31,10 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-cpu-targets
+
+# Does this machine regenerate the committed results bit for bit? (README "Reproducibility")
+verify: $(STAMP)
+	$(BIN)/python -m qnnpipeline.verify
 
 # The kernel, bitpack and deploy tests again under other CPU targets: a true AVX2 CPU
 # (the name alone keeps the host's AVX-512, so the features are named too) and a baseline

@@ -11,16 +11,27 @@ GEMMs). The machine is described by `qnnlib.provenance.provenance`.
     python benchmarks/train_step.py [--hidden 4096] [--repeats 20] [--devices cpu cuda] [--quick]
 
 Writes results/benchmarks/train_step.json (one entry per device, with the machine).
+
+    python benchmarks/train_step.py --numerics [--hidden 2048] [--repeats 15]
+
+measures instead what the pinned numerics cost (README, "Reproducibility"): the budget
+nets' training step (784-2048x3-10, batch 100, one thread) in two worker processes, one
+with the pinned profile and one native (the settings apply per process), their steps
+timed in alternation. s/epoch is derived as 500 steps (50,000 images / batch 100) times
+the median step, evaluation left out. Writes results/benchmarks/numerics_cost.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
+from qnnlib import numerics
 from qnnlib.layers import squared_hinge_loss
 from qnnlib.models import full_precision_mlp, mnist_mlp, quant_linears
 from qnnlib.provenance import provenance
@@ -29,6 +40,13 @@ from qnnlib.training import make_optimizer, seed_everything, train_step
 
 GOAL_RATIO = 1.3
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "train_step.json"
+NUMERICS_OUT = OUT.with_name("numerics_cost.json")
+STEPS_PER_EPOCH = 50_000 // 100
+# The settings compared: the pinned profile, each library's default, and the rejected
+# candidate (MKL's AVX2 branch: free, but on non-Intel CPUs MKL runs AUTO instead).
+CANDIDATES = {"portable": numerics.PROFILES["portable"], "native": {},
+              "avx2-branch": {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2",
+                              "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
 def make_stepper(model, device, batch_size, clip):
@@ -66,6 +84,66 @@ def measure(device, hidden, depth, batch_size, repeats, steps, warmup) -> dict:
     }
 
 
+def serve_steps(kind: str, hidden: int) -> None:
+    """Worker: build the net, then one training step per line read from stdin."""
+    torch.set_num_threads(1)
+    seed_everything(0)
+    model = mnist_mlp(hidden=hidden) if kind == "bnn" else full_precision_mlp(hidden=hidden)
+    step = make_stepper(model, torch.device("cpu"), 100, clip=kind == "bnn")
+    print(json.dumps(numerics.settings()), flush=True)
+    for _ in sys.stdin:
+        step()
+        print("ok", flush=True)
+
+
+class StepWorker:
+    """A worker process with the settings `CANDIDATES[name]`; calling it runs one step there."""
+
+    def __init__(self, name: str, kind: str, hidden: int):
+        env = {key: value for key, value in os.environ.items()
+               if key not in numerics.PROFILES["portable"]}
+        env |= {numerics.ENV: "portable" if name == "portable" else "native", **CANDIDATES[name]}
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--worker", kind, "--hidden", str(hidden)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        self.settings = json.loads(self.process.stdout.readline())
+
+    def __call__(self):
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        self.process.stdout.readline()
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def measure_numerics(hidden: int, repeats: int) -> dict:
+    """Step time of the budget BNN and its control under each of `CANDIDATES`, in alternation."""
+    report = {"net": f"784-{hidden}x3-10", "batch_size": 100, "threads_per_process": 1,
+              "steps_per_epoch": STEPS_PER_EPOCH,
+              "machine": provenance(threads=1) | {"load_average_1min": round(os.getloadavg()[0], 2)}}
+    for kind in ("bnn", "full_precision"):
+        workers = {name: StepWorker(name, kind, hidden) for name in CANDIDATES}
+        try:
+            timed = race(workers, repeats, calls=5, warmup=3)
+        finally:
+            for worker in workers.values():
+                worker.close()
+        entry = {profile: {"numerics": workers[profile].settings,
+                           "ms_per_step": {"min": round(1e3 * min(t.samples_s), 2),
+                                           "median": round(1e3 * t.median_s, 2),
+                                           "max": round(1e3 * max(t.samples_s), 2)},
+                           "s_per_epoch_derived": round(STEPS_PER_EPOCH * t.median_s, 1)}
+                 for profile, t in timed.items()}
+        for name in CANDIDATES:
+            entry[name]["over_native"] = round(timed[name].median_s / timed["native"].median_s, 3)
+        report[kind] = entry
+        print(f"{kind}: " + ", ".join(f"{name} {entry[name]['ms_per_step']['median']} ms/step "
+                                      f"(x{entry[name]['over_native']})" for name in CANDIDATES))
+    return report
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hidden", type=int, default=4096)
@@ -78,7 +156,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--quick", action="store_true", help="hidden 256, 3 rounds of 2 steps")
+    parser.add_argument("--numerics", action="store_true",
+                        help="pinned vs native numerics on the budget nets (hidden 2048 unless given)")
+    parser.add_argument("--worker", choices=["bnn", "full_precision"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return serve_steps(args.worker, args.hidden)
+    if args.numerics:
+        hidden = args.hidden if args.hidden != 4096 else 2048
+        report = measure_numerics(256 if args.quick else hidden, 2 if args.quick else args.repeats)
+        NUMERICS_OUT.parent.mkdir(parents=True, exist_ok=True)
+        NUMERICS_OUT.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {NUMERICS_OUT.relative_to(NUMERICS_OUT.parents[2])}")
+        return report
     if args.quick:
         args.hidden, args.repeats, args.steps, args.warmup = 256, 3, 2, 1
     if args.threads:

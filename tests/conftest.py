@@ -3,6 +3,7 @@ results as it found them."""
 import subprocess
 from pathlib import Path
 
+import qnnpipeline  # noqa: F401 (first: the suite computes with the pinned numerics, as the pipeline)
 import pytest
 import torch
 
