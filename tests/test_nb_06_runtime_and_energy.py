@@ -75,10 +75,15 @@ def test_runtime_and_energy_notebook(tmp_path, monkeypatch):
     for key in ("mnist_error_paper", "gemm_vs_cublas", "gemm_vs_unoptimised", "mnist_runtime_gpu"):
         assert rows[claims.CLAIMS[key]["claim"]] == "pending (needs GPU)"
     assert rows[claims.CLAIMS["weight_memory"]["claim"]].endswith("x less")
-    assert rows[claims.CLAIMS["mnist_error_cpu"]["claim"]].endswith(" %")
+    assert rows[claims.CLAIMS["mnist_error_cpu"]["claim"]].endswith(" % (seed 0, single run)")
 
     for figure in ("06_xnor_speedup", "06_energy_per_image"):
         for suffix in (".png", ".pdf"):
             path = results / "figures" / f"{figure}{suffix}"
             assert path.exists() and path.stat().st_size > 1000, path
         assert figure in json.loads((results / "figures" / f"{figure[:2]}_captions.json").read_text())
+    # the energy figure is a model: its caption and the figure itself say so
+    caption = json.loads((results / "figures" / "06_captions.json").read_text())["06_energy_per_image"]
+    assert caption.startswith("Modelled energy per MNIST image (not a measurement")
+    executed = json.loads((tmp_path / f"{NAME}.ipynb").read_text())
+    assert 'fig.suptitle("Modelled, not measured' in "".join("".join(c["source"]) for c in executed["cells"])
