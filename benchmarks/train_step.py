@@ -18,7 +18,8 @@ measures instead what the pinned numerics cost (README, "Reproducibility"): the 
 nets' training step (784-2048x3-10, batch 100, one thread) in two worker processes, one
 with the pinned profile and one native (the settings apply per process), their steps
 timed in alternation. s/epoch is derived as 500 steps (50,000 images / batch 100) times
-the median step, evaluation left out. Writes results/benchmarks/numerics_cost.json.
+the median step, evaluation left out. Writes results/reproducibility/numerics_cost.json
+(committed: the README quotes it).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from qnnlib.training import make_optimizer, seed_everything, train_step
 
 GOAL_RATIO = 1.3
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "train_step.json"
-NUMERICS_OUT = OUT.with_name("numerics_cost.json")
+NUMERICS_OUT = OUT.parents[1] / "reproducibility" / "numerics_cost.json"
 STEPS_PER_EPOCH = 50_000 // 100
 # The settings compared: the pinned profile, each library's default, and the rejected
 # candidate (MKL's AVX2 branch: free, but on non-Intel CPUs MKL runs AUTO instead).

@@ -2,7 +2,7 @@
 
 Notebook 06_runtime_and_energy measures run time, memory and energy and writes them to
 results/metrics/06_runtime_and_energy.json; `qnn-train` writes the MNIST runs' metrics;
-benchmarks/xnor_gemm.py writes results/benchmarks/xnor_gemm.json. `assemble` reads
+`make gpu` writes results/benchmarks/gpu_kernels.json and gpu_inference.json. `assemble` reads
 nothing itself: it turns those dicts into `claims.claims_table`'s rows, so one stage can
 build the table from declared inputs.
 """
