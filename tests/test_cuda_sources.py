@@ -77,10 +77,77 @@ def test_tile_grid_refuses_what_no_launch_can_cover():
         cuda.tile_grid(-1, 3)
 
 
+def test_bitplane_limits_are_what_the_int32_dots_hold():
+    """M up to the int parameter's limit (the planes are indexed in 64 bits: 2^28 rows,
+    16 GiB of planes, is fine); K up to 8,421,504, where 255 K still fits int32."""
+    assert 255 * cuda.MAX_PIXEL_K <= 2**31 - 1 < 255 * (cuda.MAX_PIXEL_K + 1)
+    cuda.check_bitplane_sizes(2**28, 784)
+    cuda.check_bitplane_sizes(2**31 - 1, cuda.MAX_PIXEL_K)
+    with pytest.raises(ValueError, match="take M as int32"):
+        cuda.check_bitplane_sizes(2**31, 784)
+    with pytest.raises(ValueError, match="k=8421505 pixels per row: .* at most 8421504"):
+        cuda.check_bitplane_sizes(10, cuda.MAX_PIXEL_K + 1)
+
+
 def test_flat_grid_covers_every_item():
     for count in (1, 255, 256, 257, 10000 * 4096):
         (blocks,) = cuda.flat_grid(count)
         assert (blocks - 1) * 256 < count <= blocks * 256
+
+
+def _arithmetic_cases() -> dict:
+    """call -> exact value, at the limits the host checks allow."""
+    k, big_k = cuda.MAX_PIXEL_K, 2**30 - 1  # checks.MAX_K
+    return {
+        "plane_row<8>(v[0], v[1]), 268435456, 7": 2**31 + 7,  # M = 2^28: 16 GiB of planes
+        "plane_row<8>(v[0], v[1]), 2147483647, 7": (2**31 - 1) * 8 + 7,
+        f"bitplane_dot(v[0], v[1]), {255 * k}, {255 * k}": 255 * k,  # pixels 255, weights +1
+        f"bitplane_dot(v[0], v[1]), 0, {255 * k}": -255 * k,  # pixels 255, weights -1
+        f"and_popc_dot(v[0], v[1], v[2], v[3]), {big_k}, {big_k}, {big_k}, {big_k}": big_k,
+        f"and_popc_dot(v[0], v[1], v[2], v[3]), 0, {big_k}, 0, {big_k}": -big_k,
+        f"and_popc_dot(v[0], v[1], v[2], v[3]), 0, 0, 0, {big_k}": big_k,
+    }
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("g++") is None,
+                    reason="nvcc (with g++ as host compiler) not on PATH")
+def test_index_and_dot_arithmetic_is_exact_at_the_limits(tmp_path):
+    """The kernels' helpers where index or dot arithmetic leaves int, compiled by nvcc for
+    the host with UBSan (a signed overflow halts the program) and run at the largest sizes
+    the host checks allow: M = 2^31 - 1 bit-plane rows, K = MAX_PIXEL_K pixels, K = MAX_K."""
+    cases = _arithmetic_cases()
+    lines = []
+    for case in cases:
+        call, args = case.split(", ", 1) if case.count("(") == 1 else case.split("), ", 1)
+        call = call if call.endswith(")") else call + ")"
+        # volatile inputs: computed at run time, where UBSan checks them
+        lines.append(f"{{ volatile long long v[] = {{{args}}}; printf(\"%lld\\n\", (long long){call}); }}")
+    harness = tmp_path / "harness.cu"
+    harness.write_text(f'#include "{cuda.SOURCE.name}"\n#include <cstdio>\nint main() {{\n'
+                       + "\n".join(lines) + "\nreturn 0;\n}\n")
+    program = tmp_path / "harness"
+    build = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-I", str(KERNEL_DIR),
+                            "-Xcompiler", "-fsanitize=undefined", "-lubsan", "-o", str(program),
+                            str(harness)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(program)], capture_output=True, text=True,
+                         env={"UBSAN_OPTIONS": "halt_on_error=1"})
+    assert run.returncode == 0 and "runtime error" not in run.stderr, run.stderr
+    assert [int(line) for line in run.stdout.split()] == list(cases.values())
+
+
+def test_gpu_benchmark_names_its_timing():
+    """gpu_kernels.json says how its times were taken: by qnnlib.timing.race."""
+    import importlib.util
+    import inspect
+
+    from qnnlib.gpu import bench
+
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", KERNEL_DIR.parents[1] / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    assert "race(" in inspect.getsource(bench.median_ms)
+    assert "qnnlib.timing.race" in gpu.TIMING and "torch.utils.benchmark" not in gpu.TIMING
 
 
 def _define(name: str) -> int:
@@ -208,6 +275,21 @@ def test_every_launch_matches_its_kernel_signature(fake_cupy):
             "naive_xnor_gemm"} <= set(names)
     tiled = [grid for name, grid, _ in launches if name in ("xnor_gemm_cuda_core", "bitplane_gemm")]
     assert set(tiled) == {(2, 3)}  # 70 rows -> 2 row tiles on x, 130 columns -> 3 on y
+
+
+def test_bitplane_launches_refuse_what_the_kernels_cannot_compute(fake_cupy):
+    """Checked from the shapes alone, before anything is allocated or launched (the
+    stand-ins have nothing but a shape)."""
+    import types
+
+    _, launches = fake_cupy
+    n_words = -(-(cuda.MAX_PIXEL_K + 1) // 64)
+    planes, masks = types.SimpleNamespace(shape=(10, 8, n_words)), types.SimpleNamespace(shape=(3, n_words))
+    with pytest.raises(ValueError, match="pixels per row"):
+        cuda.bitplane_gemm(planes, masks, cuda.MAX_PIXEL_K + 1, None, None, None)
+    with pytest.raises(ValueError, match="pixel rows"):
+        cuda.pack_bitplanes(types.SimpleNamespace(shape=(2**31, 784)))
+    assert launches == []
 
 
 def test_cuda_ops_and_engine_launch_nothing_wrong(fake_cupy):

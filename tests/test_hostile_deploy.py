@@ -4,10 +4,13 @@ Files: truncated at every kind of offset, garbage, pickles (with a payload that 
 leave a marker file if it ever ran), hand-edited arrays and metadata, a future format
 version. Saves that fail midway must leave the previous file intact.
 """
+import io
 import json
 import os
-import time
 import pickle
+import time
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -66,9 +69,9 @@ def test_pickles_are_never_run(good_file, tmp_path):
     inside = tmp_path / "inside.npz"
     arrays = dict(np.load(good_file))
     np.savez(inside, **{**arrays, "weights0": np.array([Payload(marker)], dtype=object)})
-    for path in (raw, inside):
-        expect_error("pickle file", DeployError, "allow_pickle|pickled data|Object arrays",
-                     BinaryMLP.load, path)
+    # a bare pickle is not a zip; a pickled member is refused from its .npy header
+    for path, message in ((raw, "not a readable BinaryMLP file"), (inside, "Object arrays .pickled data.")):
+        expect_error("pickle file", DeployError, message, BinaryMLP.load, path)
     assert not marker.exists()
 
 
@@ -213,6 +216,112 @@ def test_save_round_trip_is_exact(engine, tmp_path):
     assert (tmp_path / "m.bin").read_bytes() == first, "the same model must give the same bytes"
     with np.load(tmp_path / "m.bin", allow_pickle=False) as archive:  # a standard .npz
         assert "weights0" in archive.files
+
+
+def test_saved_files_get_the_usual_permissions(engine, tmp_path):
+    """0666 minus the umask, like every other file the project writes (not mkstemp's 0600)."""
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        previous = os.umask(umask)
+        try:
+            engine.save(tmp_path / "m.npz")
+        finally:
+            os.umask(previous)
+        assert (tmp_path / "m.npz").stat().st_mode & 0o777 == mode
+    tried("save permissions", "0666 & ~umask")
+
+
+# --- hostile archives: members checked from the zip directory and .npy headers -----------
+
+MiB = 1 << 20
+
+
+def npy_header(dtype, shape) -> bytes:
+    """The .npy header np.save writes for an array of this dtype and shape."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                  "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def rezipped(good_file, path, members, compression=zipfile.ZIP_STORED):
+    """The good file with members replaced or added: name -> iterable of byte chunks
+    (written one at a time, so a test never holds a big payload in memory)."""
+    with zipfile.ZipFile(good_file) as good, zipfile.ZipFile(path, "w") as out:
+        for info in good.infolist():
+            if info.filename not in members:
+                out.writestr(info.filename, good.read(info))
+        for name, chunks in members.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = compression
+            with out.open(info, "w", force_zip64=True) as stream:
+                for chunk in chunks:
+                    stream.write(chunk)
+    return path
+
+
+def zeros(n_bytes):
+    """An npy header and n_bytes of zeros, in 1 MiB chunks: a big zero array as np.savez writes it."""
+    yield npy_header(np.uint8, (n_bytes,))
+    for start in range(0, n_bytes, MiB):
+        yield bytes(min(MiB, n_bytes - start))
+
+
+def refused_with_peak(path, message):
+    """BinaryMLP.load(path) must raise DeployError matching `message`; returns the peak
+    bytes allocated meanwhile (tracemalloc sees NumPy's array buffers too)."""
+    tracemalloc.start()
+    try:
+        expect_error("hostile archive", DeployError, message, BinaryMLP.load, path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_big_unknown_members_are_refused_unread(good_file, tmp_path):
+    """An extra 32 MiB array, stored or as a deflated zip bomb (64 MiB of zeros in ~64 KiB),
+    is refused from the zip directory: nothing near its size is ever allocated."""
+    stored = rezipped(good_file, tmp_path / "stored.npz", {"padding.npy": zeros(32 * MiB)})
+    assert refused_with_peak(stored, r"unexpected arrays \['padding'\]") < 4 * MiB
+    bomb = rezipped(good_file, tmp_path / "bomb.npz", {"bomb.npy": zeros(64 * MiB)}, zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 2 * MiB
+    assert refused_with_peak(bomb, "bomb.npy is compressed") < 4 * MiB
+
+
+def test_members_larger_than_their_shape_are_refused_unread(good_file, tmp_path):
+    """weights0 of the right header and shape, followed by 8 MiB more: refused from its
+    declared size, before its data is read (np.load would read the array and ignore the rest)."""
+    with zipfile.ZipFile(good_file) as good:
+        weights0 = good.read("weights0.npy")
+    padded = rezipped(good_file, tmp_path / "padded.npz", {"weights0.npy": [weights0, bytes(8 * MiB)]})
+    assert refused_with_peak(padded, r"weights0 holds \d+ bytes, more than the 7280 data bytes") < 4 * MiB
+    big_meta = rezipped(good_file, tmp_path / "meta.npz", {"meta.npy": zeros(MiB)})
+    refused_with_peak(big_meta, r"meta holds \d+ bytes, more than the 65536 data bytes")
+
+
+def test_npy_headers_claiming_huge_shapes_are_refused(good_file, tmp_path):
+    """A header claiming (2**40, 13) words (8 PiB) is a DeployError, not a MemoryError: its
+    shape disagrees with the metadata's, or, when the metadata agrees, with the member's size."""
+    huge = [npy_header(np.uint64, (2**40, 13)), bytes(64)]
+    path = rezipped(good_file, tmp_path / "huge.npz", {"weights0.npy": huge})
+    refused_with_peak(path, r"weights0 is uint64 \(1099511627776, 13\), expected uint64 \(70, 13\)")
+    with zipfile.ZipFile(good_file) as good:
+        meta = json.loads(np.lib.format.read_array(io.BytesIO(good.read("meta.npy"))).tobytes())
+    meta["units"][0] = 2**40
+    text = json.dumps(meta).encode()
+    agreeing = rezipped(good_file, tmp_path / "agreeing.npz",
+                        {"weights0.npy": huge, "meta.npy": [npy_header(np.uint8, (len(text),)), text]})
+    assert refused_with_peak(agreeing, r"weights0's header claims 114349209288704 data bytes .* "
+                                       r"but the member holds 64") < 4 * MiB
+
+
+def test_declared_sizes_the_file_does_not_hold_are_refused(good_file, tmp_path):
+    """A zip directory entry claiming 2 GiB for a stored member of a small file."""
+    data = bytearray(good_file.read_bytes())
+    entry = data.find(b"PK\x01\x02")  # first central-directory entry: sizes at +20 and +24
+    data[entry + 20:entry + 28] = (2**31).to_bytes(4, "little") * 2
+    path = tmp_path / "claims.npz"
+    path.write_bytes(bytes(data))
+    refused_with_peak(path, r"declares 2147483648 bytes, which the \d+-byte file does not hold")
 
 
 # --- models ------------------------------------------------------------------------------

@@ -81,8 +81,23 @@ def test_mnist_results_notebook(tmp_path, monkeypatch):
     bnn = summary["runs"]["tiny_bnn"]
     assert ours["MNIST"].iloc[3] == f"{bnn['test_error_pct_mean']:.2f} ± {bnn['test_error_pct_sd']:.2f}"
 
-    # a seeds summary made before the run was retrained is stale: no mean ± sd, no verdict
+    # a summary that repeated the BNN alone: its mean ± sd and the paper comparison stay, the
+    # BNN-minus-control verdict becomes a single run
     path = results / "metrics" / "tiny_seeds.json"
+    bnn_only = json.loads(path.read_text())
+    del bnn_only["runs"]["tiny_fp"], bnn_only["difference"]
+    path.write_text(json.dumps(bnn_only))
+    results = run_and_validate(NAME, SMALL_PARAMS, tmp_path, monkeypatch)
+    partial = json.loads((results / "metrics" / f"{NAME}.json").read_text())
+    assert list(partial["seeds"]["runs"]) == ["tiny_bnn"] and "difference" not in partial["seeds"]
+    assert partial["bnn_cpu_vs_paper_same_shape"]["difference_pct"] == same["difference_pct"]
+    assert len(pd.read_csv(results / "tables" / f"{NAME}_table.csv")) == len(TABLE1) + 3 + 1
+    printed = json.loads((tmp_path / f"{NAME}.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in printed["cells"] for o in c.get("outputs", []))
+    assert "BNN minus control: single run (the seeds stage did not repeat both runs)" in text
+
+    # a seeds summary made before the run was retrained is stale: no mean ± sd, no verdict
+    path.write_text(json.dumps(summary))
     stale = json.loads(path.read_text())
     stale["runs"]["tiny_bnn"]["own_seed"]["test_error"] += 0.01
     path.write_text(json.dumps(stale))
