@@ -5,6 +5,7 @@ Every .cu file compiles for Ampere and Hopper; the launch grids respect CUDA's l
 kernels are free of bank conflicts, by simulating the 32 banks on the index
 arithmetic of the source with its own constants.
 """
+import os
 import re
 import shutil
 import subprocess
@@ -95,18 +96,29 @@ def test_flat_grid_covers_every_item():
         assert (blocks - 1) * 256 < count <= blocks * 256
 
 
-def _arithmetic_cases() -> dict:
-    """call -> exact value, at the limits the host checks allow."""
+def _arithmetic_cases() -> list:
+    """(helper, arguments, exact value) at the limits the host checks allow."""
     k, big_k = cuda.MAX_PIXEL_K, 2**30 - 1  # checks.MAX_K
-    return {
-        "plane_row<8>(v[0], v[1]), 268435456, 7": 2**31 + 7,  # M = 2^28: 16 GiB of planes
-        "plane_row<8>(v[0], v[1]), 2147483647, 7": (2**31 - 1) * 8 + 7,
-        f"bitplane_dot(v[0], v[1]), {255 * k}, {255 * k}": 255 * k,  # pixels 255, weights +1
-        f"bitplane_dot(v[0], v[1]), 0, {255 * k}": -255 * k,  # pixels 255, weights -1
-        f"and_popc_dot(v[0], v[1], v[2], v[3]), {big_k}, {big_k}, {big_k}, {big_k}": big_k,
-        f"and_popc_dot(v[0], v[1], v[2], v[3]), 0, {big_k}, 0, {big_k}": -big_k,
-        f"and_popc_dot(v[0], v[1], v[2], v[3]), 0, 0, 0, {big_k}": big_k,
-    }
+    return [
+        ("plane_row<8>", (2**28, 7), 2**31 + 7),  # M = 2^28: 16 GiB of planes
+        ("plane_row<8>", (2**31 - 1, 7), (2**31 - 1) * 8 + 7),
+        ("bitplane_dot", (255 * k, 255 * k), 255 * k),  # all pixels 255, all weights +1
+        ("bitplane_dot", (0, 255 * k), -255 * k),  # all pixels 255, all weights -1
+        ("and_popc_dot", (big_k, big_k, big_k, big_k), big_k),  # a = b = all +1
+        ("and_popc_dot", (0, big_k, 0, big_k), -big_k),  # a = +1, b = -1
+        ("and_popc_dot", (0, 0, 0, big_k), big_k),  # a = b = all -1
+    ]
+
+
+def _harness(cases) -> str:
+    """A host program printing each helper's value; volatile inputs, so that it is computed
+    at run time, where UBSan checks it."""
+    lines = [f'#include "{cuda.SOURCE.name}"', "#include <cstdio>", "int main() {"]
+    for helper, args, _ in cases:
+        values = ", ".join(str(arg) for arg in args)
+        call = f"{helper}({', '.join(f'v[{i}]' for i in range(len(args)))})"
+        lines.append(f'    {{ volatile long long v[] = {{{values}}}; printf("%lld\\n", (long long){call}); }}')
+    return "\n".join(lines + ["    return 0;", "}", ""])
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("g++") is None,
@@ -116,24 +128,16 @@ def test_index_and_dot_arithmetic_is_exact_at_the_limits(tmp_path):
     the host with UBSan (a signed overflow halts the program) and run at the largest sizes
     the host checks allow: M = 2^31 - 1 bit-plane rows, K = MAX_PIXEL_K pixels, K = MAX_K."""
     cases = _arithmetic_cases()
-    lines = []
-    for case in cases:
-        call, args = case.split(", ", 1) if case.count("(") == 1 else case.split("), ", 1)
-        call = call if call.endswith(")") else call + ")"
-        # volatile inputs: computed at run time, where UBSan checks them
-        lines.append(f"{{ volatile long long v[] = {{{args}}}; printf(\"%lld\\n\", (long long){call}); }}")
-    harness = tmp_path / "harness.cu"
-    harness.write_text(f'#include "{cuda.SOURCE.name}"\n#include <cstdio>\nint main() {{\n'
-                       + "\n".join(lines) + "\nreturn 0;\n}\n")
-    program = tmp_path / "harness"
+    harness, program = tmp_path / "harness.cu", tmp_path / "harness"
+    harness.write_text(_harness(cases))
     build = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-I", str(KERNEL_DIR),
                             "-Xcompiler", "-fsanitize=undefined", "-lubsan", "-o", str(program),
                             str(harness)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(program)], capture_output=True, text=True,
-                         env={"UBSAN_OPTIONS": "halt_on_error=1"})
+                         env={**os.environ, "UBSAN_OPTIONS": "halt_on_error=1"})
     assert run.returncode == 0 and "runtime error" not in run.stderr, run.stderr
-    assert [int(line) for line in run.stdout.split()] == list(cases.values())
+    assert [int(line) for line in run.stdout.split()] == [value for _, _, value in cases]
 
 
 def test_gpu_benchmark_names_its_timing():
@@ -143,7 +147,8 @@ def test_gpu_benchmark_names_its_timing():
 
     from qnnlib.gpu import bench
 
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", KERNEL_DIR.parents[1] / "benchmarks" / "gpu.py")
+    script = KERNEL_DIR.parents[1] / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", script)
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)
     assert "race(" in inspect.getsource(bench.median_ms)
@@ -284,7 +289,8 @@ def test_bitplane_launches_refuse_what_the_kernels_cannot_compute(fake_cupy):
 
     _, launches = fake_cupy
     n_words = -(-(cuda.MAX_PIXEL_K + 1) // 64)
-    planes, masks = types.SimpleNamespace(shape=(10, 8, n_words)), types.SimpleNamespace(shape=(3, n_words))
+    planes = types.SimpleNamespace(shape=(10, 8, n_words))
+    masks = types.SimpleNamespace(shape=(3, n_words))
     with pytest.raises(ValueError, match="pixels per row"):
         cuda.bitplane_gemm(planes, masks, cuda.MAX_PIXEL_K + 1, None, None, None)
     with pytest.raises(ValueError, match="pixel rows"):

@@ -3,6 +3,8 @@
 Every call either raises TypeError / ValueError with a message naming the argument, or
 returns exactly what an independent reference (NumPy integer matmul, np.sign) gives.
 """
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from hostile import expect_error, hostile_counts, tried  # noqa: F401  (autouse fixture)
 
 from qnnlib.bitpack import pack_bits, unpack_bits
-from qnnlib.kernels import XnorLayer, prepare_weights, xnor_gemm
+from qnnlib.kernels import XnorLayer, checks, prepare_weights, xnor_gemm
 
 
 def signs(rng, shape):
@@ -242,6 +244,22 @@ def test_read_only_out_is_refused():
     out = np.empty((2, 2), np.int32)
     out.flags.writeable = False
     expect_error("xnor_gemm keywords", ValueError, "writeable", xnor_gemm, bits, bits, 100, out=out)
+
+
+def cupy_like(shape, dtype, c_contiguous=True):
+    """What the out check sees of a CuPy array: shape, dtype and flags with c_contiguous
+    but no `writeable` (device memory is always writeable)."""
+    return types.SimpleNamespace(shape=shape, dtype=np.dtype(dtype),
+                                 flags=types.SimpleNamespace(c_contiguous=c_contiguous))
+
+
+def test_out_check_takes_cupy_arrays():
+    out = cupy_like((2, 3), np.int32)
+    assert checks.check_out(out, (2, 3), np.int32) is out
+    for bad in (cupy_like((2, 3), np.int32, c_contiguous=False), cupy_like((3, 2), np.int32),
+                cupy_like((2, 3), np.int64)):
+        expect_error("CuPy-like out", ValueError, "out must be a writeable C-contiguous int32",
+                     checks.check_out, bad, (2, 3), np.int32)
 
 
 def test_huge_output_is_a_clear_memory_error():

@@ -5,16 +5,20 @@ in_features, k and units per layer), `weights{i}` (uint64 (units, ceil(k / 64)))
 `thresholds{i}` (int32 (units,)) and `flip{i}` (np.packbits of the bool flips) for every
 layer but the last, and the float32 output affine `out_bias`, `out_scale`, `out_shift`.
 
-Safety. Reading never runs code from the file (`np.load(allow_pickle=False)`, so object
-arrays and pickles are refused). Every array is checked against the metadata and the
-model's invariants (`check_model`): a truncated, hand-edited or foreign file, or one from
-a newer format version, is a `DeployError` that names the problem. Writing goes to a
-temporary file in the same folder, renamed over the target only once complete, so a
-failed save never leaves a half-written file where a good one was.
+Safety. Reading never runs code from the file (object arrays, which would be unpickled,
+are refused from their .npy header) and never allocates more than the file holds and its
+metadata allows: the zip directory is checked first (no unknown, duplicate or compressed
+members, none larger than the shape the metadata gives it), then each member's .npy
+header (dtype, shape and byte count) before its data is read. Every array is then checked
+against the model's invariants (`check_model`): a truncated, hand-edited or foreign file,
+or one from a newer format version, is a `DeployError` that names the problem. Writing
+goes to a temporary file in the same folder, renamed over the target only once complete,
+so a failed save never leaves a half-written file where a good one was.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -34,10 +38,23 @@ INPUT_SCALINGS = {"symmetric": "2*x/255 - 1"}
 INT32_MIN = np.iinfo(np.int32).min
 # |t| bound of the pixel layer's folded thresholds: 255 k plus the folding's search margin
 PIXEL_MARGIN = 16
+# The metadata is a few hundred bytes of JSON; a larger meta member is refused unread.
+META_BYTES = 1 << 16
+# np.save writes .npy headers of about 128 bytes; this bounds what a member may add to its data.
+NPY_HEADER_BYTES = 4096
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
+class _Unreadable(Exception):
+    """The archive is damaged, or not the plain (uncompressed) .npz a BinaryMLP file is."""
+
+
 # What a damaged archive raises while it is read: zipfile refuses unknown compression
 # methods (NotImplementedError) and "encrypted" members (RuntimeError), zlib bad streams.
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError,
-               RuntimeError, zlib.error)
+_UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
+               zlib.error, _Unreadable)
+_INVALID = (KeyError, ValueError, TypeError, UnicodeDecodeError)
 _META_KEYS = {"format", "version", "input_scaling", "input_map", "in_features", "k", "units"}
 
 
@@ -69,6 +86,7 @@ def save(path, layers, out_affine, in_features, input_scaling) -> None:
             arrays[f"flip{i}"] = np.packbits(layer["flip"])
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, _new_file_mode())  # mkstemp's 0600 is for secrets; a model is not one
         with os.fdopen(handle, "wb") as file:
             write_npz(file, arrays)
             file.flush()
@@ -79,49 +97,147 @@ def save(path, layers, out_affine, in_features, input_scaling) -> None:
         raise
 
 
+def _new_file_mode() -> int:
+    """0666 minus the process umask: the mode open() gives every other file we write.
+    The umask can only be read by setting it, so it is set back at once."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def load(path) -> dict:
     """The keyword arguments of `BinaryMLP` from a file written by `save`."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with data:
-            arrays = {name: data[name] for name in data.files}
+        with zipfile.ZipFile(path) as archive:
+            meta, arrays = _read_arrays(archive)
+        return _from_arrays(meta, arrays)
     except _UNREADABLE as err:
         raise DeployError(f"{path} is not a readable BinaryMLP file (.npz expected): {err}") from err
-    if "meta" not in arrays:
-        raise DeployError(f"{path} is not a BinaryMLP file: no metadata")
-    try:
-        return _from_arrays(arrays)
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as err:
+    except _INVALID as err:
         raise DeployError(f"{path} is not a valid BinaryMLP file: {err}") from err
 
 
-def _from_arrays(arrays: dict) -> dict:
-    meta = _meta(arrays["meta"])
-    layers, expected = [], {"meta", "out_bias", "out_scale", "out_shift"}
-    last = len(meta["k"]) - 1
-    for i, (k, units) in enumerate(zip(meta["k"], meta["units"])):
-        weights = _array(arrays, f"weights{i}", np.uint64, (units, words_for(k)))
+def _read_arrays(archive) -> tuple[dict, dict]:
+    """(meta, name -> array). Every member's name and size is checked against the metadata
+    before any array is read, so a hostile member is refused without being read."""
+    members = _members(archive)
+    if "meta" not in members:
+        raise ValueError("no metadata")
+    _check_size(members["meta"], "meta", META_BYTES)
+    meta = _meta(_read_meta(archive, members.pop("meta")))
+    layout = _layout(meta)
+    unexpected = sorted(set(members) - set(layout))
+    if unexpected:
+        raise ValueError(f"unexpected arrays {unexpected}")
+    missing = [name for name in layout if name not in members]
+    if missing:
+        raise ValueError(f"missing arrays {missing}")
+    for name, (dtype, shape) in layout.items():
+        _check_size(members[name], name, math.prod(shape) * np.dtype(dtype).itemsize)
+    arrays = {name: _read_array(archive, members[name], name, dtype, shape)
+              for name, (dtype, shape) in layout.items()}
+    return meta, arrays
+
+
+def _members(archive) -> dict:
+    """Array name -> ZipInfo, from the zip directory alone. Members must be stored
+    uncompressed, within the file: each one's declared size is then bytes on disk, never
+    a zip bomb's promise."""
+    file_bytes = os.fstat(archive.fp.fileno()).st_size
+    members = {}
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        if name in members:
+            raise _Unreadable(f"the archive lists {info.filename} twice")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise _Unreadable(
+                f"{info.filename} is compressed (zip method {info.compress_type}); a BinaryMLP "
+                "file is an uncompressed .npz, as BinaryMLP.save (or np.savez) writes it")
+        if info.compress_size != info.file_size or info.header_offset + info.file_size > file_bytes:
+            raise _Unreadable(f"{info.filename} declares {info.file_size} bytes, which the "
+                              f"{file_bytes}-byte file does not hold")
+        members[name] = info
+    return members
+
+
+def _check_size(info, name, data_bytes) -> None:
+    """A member may hold its data and one .npy header, nothing more."""
+    if info.file_size > data_bytes + NPY_HEADER_BYTES:
+        raise ValueError(f"{name} holds {info.file_size} bytes, more than the {data_bytes} data "
+                         f"bytes its shape needs plus a .npy header; refused unread")
+
+
+def _layout(meta) -> dict:
+    """Name -> (dtype, shape) of every array the metadata implies, in file order."""
+    units, last = meta["units"], len(meta["units"]) - 1
+    layout = {}
+    for i, (k, width) in enumerate(zip(meta["k"], units)):
+        layout[f"weights{i}"] = (np.uint64, (width, words_for(k)))
+        if i < last:
+            layout[f"thresholds{i}"] = (np.int32, (width,))
+            layout[f"flip{i}"] = (np.uint8, ((width + 7) // 8,))
+    for name in ("out_bias", "out_scale", "out_shift"):
+        layout[name] = (np.float32, (units[-1],))
+    return layout
+
+
+def _read_meta(archive, info) -> np.ndarray:
+    with archive.open(info) as stream:
+        shape, fortran, dtype = _npy_header(stream, "meta")
+        if dtype != np.uint8 or len(shape) != 1 or shape[0] > META_BYTES:
+            raise ValueError(f"meta must be 1-D uint8 (UTF-8 JSON) of at most {META_BYTES} "
+                             f"bytes, got {dtype} {shape}")
+        return _npy_data(stream, "meta", info.file_size, shape, fortran, dtype)
+
+
+def _read_array(archive, info, name, dtype, shape) -> np.ndarray:
+    with archive.open(info) as stream:
+        found_shape, fortran, found_dtype = _npy_header(stream, name)
+        if found_dtype != dtype or found_shape != shape:
+            raise ValueError(f"{name} is {found_dtype} {found_shape}, expected "
+                             f"{np.dtype(dtype).name} {shape}")
+        return _npy_data(stream, name, info.file_size, shape, fortran, dtype)
+
+
+def _npy_header(stream, name) -> tuple:
+    """(shape, fortran_order, dtype) from a member's .npy header; no data is read."""
+    version = np.lib.format.read_magic(stream)
+    if version not in _NPY_HEADERS:
+        raise ValueError(f"{name} is a .npy of version {version}, expected 1.0 or 2.0")
+    shape, fortran, dtype = _NPY_HEADERS[version](stream, max_header_size=NPY_HEADER_BYTES)
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds Object arrays (pickled data), refused unread")
+    return shape, fortran, dtype
+
+
+def _npy_data(stream, name, member_bytes, shape, fortran, dtype) -> np.ndarray:
+    """The array after the header, once the bytes its header claims are exactly what the
+    member holds (so a header claiming a huge shape allocates nothing)."""
+    data_bytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if stream.tell() + data_bytes != member_bytes:
+        raise ValueError(f"{name}'s header claims {data_bytes} data bytes for shape {shape}, "
+                         f"but the member holds {member_bytes - stream.tell()}")
+    data = stream.read(data_bytes)
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _from_arrays(meta: dict, arrays: dict) -> dict:
+    """The model's keyword arguments from arrays whose dtypes and shapes match `_layout`."""
+    layers, last = [], len(meta["k"]) - 1
+    for i, k in enumerate(meta["k"]):
         thresholds = flip = None
         if i < last:
-            thresholds = _array(arrays, f"thresholds{i}", np.int32, (units,))
-            packed = _array(arrays, f"flip{i}", np.uint8, ((units + 7) // 8,))
+            units, packed = meta["units"][i], arrays[f"flip{i}"]
+            thresholds = arrays[f"thresholds{i}"]
             flip = np.unpackbits(packed, count=units).astype(bool)
             if np.unpackbits(packed)[units:].any():
                 raise ValueError(f"flip{i} has bits set past its {units} units")
-            expected |= {f"thresholds{i}", f"flip{i}"}
-        expected.add(f"weights{i}")
-        layers.append({"weights": weights, "k": k, "thresholds": thresholds, "flip": flip})
-    unexpected = sorted(set(arrays) - expected)
-    if unexpected:
-        raise ValueError(f"unexpected arrays {unexpected}")
-    out_affine = [_array(arrays, name, np.float32, (meta["units"][-1],))
-                  for name in ("out_bias", "out_scale", "out_shift")]
-    model = {"layers": layers, "out_bias": out_affine[0], "out_scale": out_affine[1],
-             "out_shift": out_affine[2], "in_features": meta["in_features"],
+        layers.append({"weights": arrays[f"weights{i}"], "k": k, "thresholds": thresholds,
+                       "flip": flip})
+    model = {"layers": layers, "out_bias": arrays["out_bias"], "out_scale": arrays["out_scale"],
+             "out_shift": arrays["out_shift"], "in_features": meta["in_features"],
              "input_scaling": meta["input_scaling"]}
     check_model(**model)
     return model
@@ -157,13 +273,6 @@ def _meta(raw: np.ndarray) -> dict:
 
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _array(arrays, name, dtype, shape) -> np.ndarray:
-    array = arrays[name]
-    if array.dtype != dtype or array.shape != shape:
-        raise ValueError(f"{name} is {array.dtype} {array.shape}, expected {np.dtype(dtype).name} {shape}")
-    return array
 
 
 def check_model(layers, out_bias, out_scale, out_shift, in_features, input_scaling) -> None:

@@ -105,8 +105,10 @@ def check_thresholds(xp, thresholds, n: int, k: int):
 
 def check_out(out, shape, dtype):
     """A caller's output array: C-contiguous, writeable, of exactly this dtype and shape."""
+    # CuPy arrays have no `writeable` flag: device memory is always writeable
+    writeable = getattr(out.flags, "writeable", True)
     ok = (tuple(out.shape) == shape and out.dtype == dtype and out.flags.c_contiguous
-          and out.flags.writeable)
+          and writeable)
     if not ok:
         raise ValueError(
             f"out must be a writeable C-contiguous {np.dtype(dtype).name} array of shape "

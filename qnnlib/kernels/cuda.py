@@ -9,7 +9,8 @@ module launches the unoptimised pair of the paper's 23x comparison (`naive_sgemm
 Launch geometry is computed by pure functions (`tile_grid`, `flat_grid`), so CPU tests
 check the limits: an empty output launches nothing (a zero grid dimension is an invalid
 launch); row tiles go on grid x (up to 2^31 - 1 blocks) and column tiles on grid y,
-whose limit of 65535 blocks bounds N at 65535 * 64 = 4,194,240.
+whose limit of 65535 blocks bounds N at 65535 * 64 = 4,194,240. The bit-plane kernels
+have limits of their own (`check_bitplane_sizes`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ TENSOR_CORE_MIN_CC = 80
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_Y = 65535
 INT32_MAX = 2**31 - 1
+# The bit-plane kernel's t = W_b . x of uint8 pixels, and the count of ones behind it, reach
+# 255 K in int32 (the pixel sums too): K <= 8,421,504 pixels per row.
+MAX_PIXEL_K = INT32_MAX // 255
 NULL = np.uint64(0)  # a pointer-sized zero for unused kernel arguments
 
 
@@ -88,6 +92,20 @@ def flat_grid(count: int, block: int = FLAT_BLOCK) -> tuple[int] | None:
     return (blocks,)
 
 
+def check_bitplane_sizes(m: int, k: int) -> None:
+    """M pixel rows of K pixels that the bit-plane kernels compute exactly, else ValueError.
+
+    M is an int kernel parameter, so M <= 2^31 - 1; the (M * 8, W) planes are indexed in
+    64 bits, so any such M whose planes fit in memory works (16 GiB of planes from
+    M = 2^28). K <= MAX_PIXEL_K, for the int32 dots (see there)."""
+    if m > INT32_MAX:
+        raise ValueError(f"m={m} pixel rows: the bit-plane kernels take M as int32 (at most "
+                         f"{INT32_MAX}); split the batch")
+    if k > MAX_PIXEL_K:
+        raise ValueError(f"k={k} pixels per row: the bit-plane kernels' int32 dots reach 255 k, "
+                         f"so k must be at most {MAX_PIXEL_K}; split the input into parts")
+
+
 def _sizes(m, n, n_words, k):
     return np.int32(m), np.int32(n), np.int32(n_words), np.int32(k)
 
@@ -142,6 +160,7 @@ def pack_bitplanes(pixels):
     import cupy
 
     m, k = pixels.shape
+    check_bitplane_sizes(m, k)
     n_words = -(-k // 64)
     planes = cupy.zeros((m, 8, n_words), dtype=cupy.uint64)
     grid = flat_grid(m * n_words)
@@ -156,6 +175,7 @@ def bitplane_gemm(planes, masks, k, pixel_sums, epilogue, out):
     int32 (M, N) into `out`, or with `epilogue` (thresholds, flip) its packed bits."""
     m, _, n_words = planes.shape
     n = masks.shape[0]
+    check_bitplane_sizes(m, k)
     grid = tile_grid(m, n)
     if grid is None:
         return out

@@ -23,12 +23,36 @@ __device__ __forceinline__ u64 last_word_mask(int k) {
     return (k % 64 == 0) ? ~0ull : ((1ull << (k % 64)) - 1ull);
 }
 
-// Word w of a row, 0 outside the matrix, padding bits cleared.
-__device__ __forceinline__ u64 load_word(const u64 *__restrict__ src, int row, int rows, int w,
-                                         int W, u64 last_mask) {
+// Word w of a row, 0 outside the matrix, padding bits cleared. Rows are 64-bit: the
+// bit-plane kernel's (M * 8, W) view of its planes has more than 2^31 rows from M = 2^28.
+__device__ __forceinline__ u64 load_word(const u64 *__restrict__ src, long long row,
+                                         long long rows, int w, int W, u64 last_mask) {
     if (row >= rows || w >= W) return 0ull;
     u64 word = src[(size_t)row * W + w];
     return w == W - 1 ? word & last_mask : word;
+}
+
+// Index and dot arithmetic that leaves int, as host-and-device functions so that a CPU
+// test (tests/test_cuda_sources.py) runs them at the limits the host checks allow.
+
+// Row of plane p of pixel row `row` in the (M * PLANES, W) view of the bit-planes: in 64
+// bits, since M * PLANES passes INT_MAX from M = 2^28 (a 16 GiB buffer fits on one GPU).
+template <int PLANES>
+__host__ __device__ __forceinline__ long long plane_row(int row, int p) {
+    return (long long)row * PLANES + p;
+}
+
+// t = W_b . x = 2 (x . w+) - sum(x) for uint8 x. |t| <= 255 k fits int32 for every k the
+// host allows (cuda.MAX_PIXEL_K = 8,421,504), but 2 (x . w+) alone passes INT_MAX from
+// k = 4,210,753: the doubling is done in 64 bits.
+__host__ __device__ __forceinline__ int bitplane_dot(int ones, int pixel_sum) {
+    return (int)(2ll * ones - pixel_sum);
+}
+
+// dot = 4 popc(a & b) - 2 popc(a) - 2 popc(b) + k for two ±1 rows. |dot| <= k fits int32
+// (checks.MAX_K = 2^30 - 1), but 4 popc(a & b) passes INT_MAX from k = 2^29: 64 bits.
+__host__ __device__ __forceinline__ int and_popc_dot(int both, int a_ones, int b_ones, int k) {
+    return (int)(4ll * both - 2ll * a_ones - 2ll * b_ones + k);
 }
 
 // Epilogue shared by the tiled kernels: one (row, col) result.
@@ -88,9 +112,9 @@ __device__ __forceinline__ void cuda_core_tile(const u64 *__restrict__ a,
 #pragma unroll
             for (int p = 0; p < PLANES; ++p) {
                 // plane p of row r is row (r * PLANES + p) of the (M * PLANES, W) matrix
-                u64 word = row0 + r < M
-                    ? load_word(a, (row0 + r) * PLANES + p, M * PLANES, w0 + w, W, last_mask)
-                    : 0ull;
+                u64 word = row0 + r < M ? load_word(a, plane_row<PLANES>(row0 + r, p),
+                                                    (long long)M * PLANES, w0 + w, W, last_mask)
+                                        : 0ull;
                 a_tile[(p * KW + w) * STAGE_ROW + r] = word;
             }
         }
@@ -161,7 +185,9 @@ bitplane_gemm(const u64 *__restrict__ planes, const u64 *__restrict__ masks, int
     if (thresholds != nullptr) clear_row_bits(row_bits);
     cuda_core_tile<8>(planes, masks, M, N, W, k, ones);
     cuda_core_epilogue(
-        [&](int i, int j, int row) { return row < M ? 2 * ones[i][j] - pixel_sums[row] : 0; },
+        [&](int i, int j, int row) {
+            return row < M ? bitplane_dot(ones[i][j], pixel_sums[row]) : 0;
+        },
         M, N, thresholds, flip, out_dots, out_bits, row_bits);
 }
 
@@ -288,7 +314,7 @@ xnor_gemm_tensor_core(const u64 *__restrict__ a, const u64 *__restrict__ b, int 
                 int row = row0 + warp_row + 16 * i + group + 8 * (e / 2);
                 int col = col0 + warp_col + 8 * j + 2 * in_group + (e % 2);
                 if (row >= M || col >= N) continue;
-                int dot = 4 * acc[i][j][e] - 2 * a_popc[row] - 2 * b_popc[col] + k;
+                int dot = and_popc_dot(acc[i][j][e], a_popc[row], b_popc[col], k);
                 store_result(dot, row, col, M, N, out_dots, thresholds, flip, row_bits);
             }
     if (thresholds != nullptr) {
