@@ -9,7 +9,7 @@ Safety. Reading never runs code from the file (object arrays, which would be unp
 are refused from their .npy header) and never allocates more than the file holds and its
 metadata allows: the zip directory is checked first (no unknown, duplicate or compressed
 members, none larger than the shape the metadata gives it), then each member's .npy
-header (dtype, shape and byte count) before its data is read. Every array is then checked
+header (dtype, shape and byte count) before its data is read (`npz`). Every array is then checked
 against the model's invariants (`check_model`): a truncated, hand-edited or foreign file,
 or one from a newer format version, is a `DeployError` that names the problem. Writing
 goes to a temporary file in the same folder, renamed over the target only once complete,
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from qnnlib.bitpack import words_for
+from qnnlib.deploy import npz
 from qnnlib.deploy.errors import DeployError
 from qnnlib.kernels import checks
 
@@ -40,20 +41,11 @@ INT32_MIN = np.iinfo(np.int32).min
 PIXEL_MARGIN = 16
 # The metadata is a few hundred bytes of JSON; a larger meta member is refused unread.
 META_BYTES = 1 << 16
-# np.save writes .npy headers of about 128 bytes; this bounds what a member may add to its data.
-NPY_HEADER_BYTES = 4096
-_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0}
-
-
-class _Unreadable(Exception):
-    """The archive is damaged, or not the plain (uncompressed) .npz a BinaryMLP file is."""
-
 
 # What a damaged archive raises while it is read: zipfile refuses unknown compression
 # methods (NotImplementedError) and "encrypted" members (RuntimeError), zlib bad streams.
 _UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
-               zlib.error, _Unreadable)
+               zlib.error, npz.Unreadable)
 _INVALID = (KeyError, ValueError, TypeError, UnicodeDecodeError)
 _META_KEYS = {"format", "version", "input_scaling", "input_map", "in_features", "k", "units"}
 
@@ -122,11 +114,11 @@ def load(path) -> dict:
 def _read_arrays(archive) -> tuple[dict, dict]:
     """(meta, name -> array). Every member's name and size is checked against the metadata
     before any array is read, so a hostile member is refused without being read."""
-    members = _members(archive)
+    members = npz.members(archive)
     if "meta" not in members:
         raise ValueError("no metadata")
-    _check_size(members["meta"], "meta", META_BYTES)
-    meta = _meta(_read_meta(archive, members.pop("meta")))
+    npz.check_size(members["meta"], "meta", META_BYTES)
+    meta = _meta(npz.read_member(archive, members.pop("meta"), "meta", np.uint8, max_bytes=META_BYTES))
     layout = _layout(meta)
     unexpected = sorted(set(members) - set(layout))
     if unexpected:
@@ -135,38 +127,10 @@ def _read_arrays(archive) -> tuple[dict, dict]:
     if missing:
         raise ValueError(f"missing arrays {missing}")
     for name, (dtype, shape) in layout.items():
-        _check_size(members[name], name, math.prod(shape) * np.dtype(dtype).itemsize)
-    arrays = {name: _read_array(archive, members[name], name, dtype, shape)
+        npz.check_size(members[name], name, math.prod(shape) * np.dtype(dtype).itemsize)
+    arrays = {name: npz.read_member(archive, members[name], name, dtype, shape)
               for name, (dtype, shape) in layout.items()}
     return meta, arrays
-
-
-def _members(archive) -> dict:
-    """Array name -> ZipInfo, from the zip directory alone. Members must be stored
-    uncompressed, within the file: each one's declared size is then bytes on disk, never
-    a zip bomb's promise."""
-    file_bytes = os.fstat(archive.fp.fileno()).st_size
-    members = {}
-    for info in archive.infolist():
-        name = info.filename.removesuffix(".npy")
-        if name in members:
-            raise _Unreadable(f"the archive lists {info.filename} twice")
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise _Unreadable(
-                f"{info.filename} is compressed (zip method {info.compress_type}); a BinaryMLP "
-                "file is an uncompressed .npz, as BinaryMLP.save (or np.savez) writes it")
-        if info.compress_size != info.file_size or info.header_offset + info.file_size > file_bytes:
-            raise _Unreadable(f"{info.filename} declares {info.file_size} bytes, which the "
-                              f"{file_bytes}-byte file does not hold")
-        members[name] = info
-    return members
-
-
-def _check_size(info, name, data_bytes) -> None:
-    """A member may hold its data and one .npy header, nothing more."""
-    if info.file_size > data_bytes + NPY_HEADER_BYTES:
-        raise ValueError(f"{name} holds {info.file_size} bytes, more than the {data_bytes} data "
-                         f"bytes its shape needs plus a .npy header; refused unread")
 
 
 def _layout(meta) -> dict:
@@ -181,46 +145,6 @@ def _layout(meta) -> dict:
     for name in ("out_bias", "out_scale", "out_shift"):
         layout[name] = (np.float32, (units[-1],))
     return layout
-
-
-def _read_meta(archive, info) -> np.ndarray:
-    with archive.open(info) as stream:
-        shape, fortran, dtype = _npy_header(stream, "meta")
-        if dtype != np.uint8 or len(shape) != 1 or shape[0] > META_BYTES:
-            raise ValueError(f"meta must be 1-D uint8 (UTF-8 JSON) of at most {META_BYTES} "
-                             f"bytes, got {dtype} {shape}")
-        return _npy_data(stream, "meta", info.file_size, shape, fortran, dtype)
-
-
-def _read_array(archive, info, name, dtype, shape) -> np.ndarray:
-    with archive.open(info) as stream:
-        found_shape, fortran, found_dtype = _npy_header(stream, name)
-        if found_dtype != dtype or found_shape != shape:
-            raise ValueError(f"{name} is {found_dtype} {found_shape}, expected "
-                             f"{np.dtype(dtype).name} {shape}")
-        return _npy_data(stream, name, info.file_size, shape, fortran, dtype)
-
-
-def _npy_header(stream, name) -> tuple:
-    """(shape, fortran_order, dtype) from a member's .npy header; no data is read."""
-    version = np.lib.format.read_magic(stream)
-    if version not in _NPY_HEADERS:
-        raise ValueError(f"{name} is a .npy of version {version}, expected 1.0 or 2.0")
-    shape, fortran, dtype = _NPY_HEADERS[version](stream, max_header_size=NPY_HEADER_BYTES)
-    if dtype.hasobject:
-        raise ValueError(f"{name} holds Object arrays (pickled data), refused unread")
-    return shape, fortran, dtype
-
-
-def _npy_data(stream, name, member_bytes, shape, fortran, dtype) -> np.ndarray:
-    """The array after the header, once the bytes its header claims are exactly what the
-    member holds (so a header claiming a huge shape allocates nothing)."""
-    data_bytes = math.prod(shape) * np.dtype(dtype).itemsize
-    if stream.tell() + data_bytes != member_bytes:
-        raise ValueError(f"{name}'s header claims {data_bytes} data bytes for shape {shape}, "
-                         f"but the member holds {member_bytes - stream.tell()}")
-    data = stream.read(data_bytes)
-    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
 def _from_arrays(meta: dict, arrays: dict) -> dict:
