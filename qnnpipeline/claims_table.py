@@ -88,11 +88,18 @@ def _runtime_rows(runtime: dict) -> dict:
     speed = {int(key[len("batch_"):]): value for key, value in runtime["cpu_speedup"].items()}
     memory, energy = runtime["weight_memory"], runtime["energy_model"]
     largest = max(kernel)
+    kernel_range = runtime.get("cpu_kernel_speedup_range", {}).get(f"n_{largest}")
+    speed_range = runtime.get("cpu_speedup_range", {})
+    spread = (lambda r: f" ({r[0]:.1f}-{r[1]:.1f})" if r else "")  # min-max over the race's rounds
+    rounds = (runtime.get("speed_repeats") or {})
     return {
-        "gemm_cpu": (f"{kernel[largest]:.1f}x faster",
-                     f"{largest}^3, {threads} thread(s), vs torch.matmul float32 (notebook 06)"),
-        "mnist_runtime_cpu": (" / ".join(f"{s:.1f}x" for s in speed.values()) + " faster",
-                              f"batch {' / '.join(map(str, speed))}, {shape} BNN, {threads} thread(s), vs torch float32"),
+        "gemm_cpu": (f"{kernel[largest]:.1f}x{spread(kernel_range)} faster",
+                     f"{largest}^3, {threads} thread(s), vs torch.matmul float32 (notebook 06)"
+                     + (f"; median (min-max) of {rounds['kernel']} interleaved rounds" if rounds else "")),
+        "mnist_runtime_cpu": (" / ".join(f"{s:.1f}x{spread(speed_range.get(f'batch_{b}'))}" for b, s in speed.items())
+                              + " faster",
+                              f"batch {' / '.join(map(str, speed))}, {shape} BNN, {threads} thread(s), vs torch float32"
+                              + (f"; median (min-max) of {rounds['inference']} interleaved rounds" if rounds else "")),
         "weight_memory": (f"{memory['float_file_bytes'] / memory['packed_file_bytes']:.1f}x less",
                           f"saved files: {memory['float_file_bytes'] / 1e6:.1f} MB float32 state dict -> "
                           f"{memory['packed_file_bytes'] / 1e6:.2f} MB packed ({shape})"),

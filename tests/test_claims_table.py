@@ -80,3 +80,17 @@ def test_paper_run_and_missing_benchmarks():
 def test_assemble_needs_notebook_06():
     with pytest.raises(KeyError, match="06_runtime_and_energy"):
         assemble({"mnist_cpu": CPU_RUN}, {})
+
+
+def test_speed_rows_give_the_median_and_the_range_over_rounds():
+    runtime = {**RUNTIME, "cpu_speedup_range": {"batch_1": [18.5, 25.8], "batch_100": [27.0, 28.1],
+                                                "batch_10000": [23.0, 24.4]},
+               "cpu_kernel_speedup_range": {"n_256": [10.0, 12.0], "n_2048": [45.2, 49.9]},
+               "speed_repeats": {"inference": 3, "kernel": 5}}
+    text = {key: ours(assemble({"06_runtime_and_energy": runtime}, {}))[spec["claim"]]
+            for key, spec in claims.CLAIMS.items()}
+    assert text["mnist_runtime_cpu"] == (
+        "47.7x (18.5-25.8) / 27.4x (27.0-28.1) / 23.7x (23.0-24.4) faster",
+        "batch 1 / 100 / 10000, 3 x 2048 BNN, 2 thread(s), vs torch float32; median (min-max) of 3 interleaved rounds")
+    assert text["gemm_cpu"] == ("48.0x (45.2-49.9) faster", "2048^3, 2 thread(s), vs torch.matmul float32 "
+                                "(notebook 06); median (min-max) of 5 interleaved rounds")

@@ -49,6 +49,10 @@ def test_runtime_and_energy_notebook(tmp_path, monkeypatch):
     assert set(metrics["cpu_speedup"]) == {"batch_1", "batch_100"}
     assert set(metrics["cpu_kernel_speedup"]) == {"n_64", "n_128"}
     assert all(v > 0 for v in metrics["cpu_speedup"].values())
+    for median_key, range_key in (("cpu_speedup", "cpu_speedup_range"), ("cpu_kernel_speedup", "cpu_kernel_speedup_range")):
+        for key, (low, high) in metrics[range_key].items():   # the median lies within the rounds' range
+            assert low - 0.05 <= metrics[median_key][key] <= high + 0.05
+    assert metrics["float_baseline_numerics"]["profile"] == "native"
     assert metrics["gpu_gemm_vs_cublas"] == "pending (needs GPU)"
 
     # the packed engine written next to the checkpoint loads and predicts
