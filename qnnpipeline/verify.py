@@ -11,8 +11,9 @@ which the `fingerprints` stage of `dvc repro` writes beside the results it check
   params.yaml (a small BNN, 2 epochs) and, without `--fast`, the first epoch of the budget
   BNN and of its control (sections `mnist_cpu` / `mnist_fp` with `train.epochs=1`: the
   learning rate of epoch 1 does not depend on the number of epochs, so this epoch is the
-  budget runs' own first epoch). Each gives its trained weights' SHA-1, the raw errors
-  and its history (the `seconds` column left out).
+  budget runs' own first epoch, also compared with the first row of the committed
+  budget histories). Each gives its trained weights' SHA-1, the raw errors and its
+  history (the `seconds` column left out).
 
 Prints "identical", or the first value that differs and how many do, and exits 1 on any
 difference. The committed values were made with the pinned numerics (`qnnlib.numerics`),
@@ -116,14 +117,12 @@ def run_record(name: str, folder: Path) -> dict:
     """What one finished check run is compared by."""
     metrics = json.loads((folder / "results" / "metrics" / f"{name}.json").read_text())
     history = (folder / "results" / "tables" / f"{name}_history.csv").read_text().splitlines()
-    columns = history[0].split(",")
-    keep = [i for i, column in enumerate(columns) if column != "seconds"]
     state = torch.load(folder / "checkpoints" / f"{name}.pt", weights_only=True)
     return {"weights": digest(*state.values()),
             "best_epoch": metrics["best_epoch"],
             "best_val_error": repr(metrics["best_val_error"]),
             "test_error": repr(metrics["test_error"]),
-            "history": [",".join(row.split(",")[i] for i in keep) for row in history]}
+            "history": without_seconds(history)}
 
 
 def trainings(fast: bool) -> dict:
@@ -143,6 +142,25 @@ def trainings(fast: bool) -> dict:
 
 def measure(fast: bool) -> dict:
     return {"workload": workload(), "runs": trainings(fast)}
+
+
+def without_seconds(history: list[str]) -> list[str]:
+    """History CSV rows without the `seconds` column (timing is not a result)."""
+    columns = history[0].split(",")
+    keep = [i for i, column in enumerate(columns) if column != "seconds"]
+    return [",".join(row.split(",")[i] for i in keep) for row in history]
+
+
+def budget_first_epochs(runs: dict) -> dict:
+    """Epoch 1 of each budget check run beside epoch 1 of the committed budget run it
+    repeats (results/tables/<section>_history.csv): (committed, measured)."""
+    committed, measured = {}, {}
+    for name, section, _ in TRAININGS:
+        history = paths.results("tables", f"{section}_history.csv")
+        if name in runs and section != name and history.is_file():
+            committed[section] = without_seconds(history.read_text().splitlines())[:2]
+            measured[section] = runs[name]["history"][:2]
+    return {"budget_first_epoch": committed}, {"budget_first_epoch": measured}
 
 
 def flatten(value, prefix: str = "") -> dict:
@@ -201,8 +219,10 @@ def main(argv=None) -> int:
         path = write_json(paths.output(*FILE), record)
         print(f"wrote {paths.relative(path)}")
         return 0
-    committed = committed_fingerprints()
-    status = report({key: committed[key] for key in measured}, measured)
+    committed = {key: value for key, value in committed_fingerprints().items() if key in measured}
+    # the budget runs' first epoch must also be that of the committed budget results
+    committed_epochs, measured_epochs = budget_first_epochs(measured["runs"])
+    status = report({**committed, **committed_epochs}, {**measured, **measured_epochs})
     print(f"({time.perf_counter() - start:.0f} s)")
     return status
 

@@ -78,3 +78,12 @@ def test_every_committed_result_records_its_numerics(stem):
         assert numerics["MKL_CBWR"] == "COMPATIBLE,STRICT"
         assert numerics["ATEN_CPU_CAPABILITY"] == "avx2"
         assert numerics.get("mkl_branch") in (None, "COMPATIBLE,STRICT")  # None: a runner's record
+
+
+def test_fingerprints_and_committed_budget_runs_share_their_first_epoch():
+    """The budget check runs repeat the committed budget runs' first epoch: the two
+    committed files must agree, or one of them was made by other code or numerics."""
+    record = committed()
+    committed_epochs, measured_epochs = verify.budget_first_epochs(record["runs"])
+    assert set(committed_epochs["budget_first_epoch"]) == {"mnist_cpu", "mnist_fp"}
+    assert verify.differences(committed_epochs, measured_epochs) == []
