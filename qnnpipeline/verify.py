@@ -40,7 +40,7 @@ import torch
 from qnnlib import numerics
 from qnnlib.layers import squared_hinge_loss
 from qnnlib.models import build_model, quant_linears
-from qnnlib.provenance import provenance
+from qnnlib.provenance import cpu_model, provenance
 from qnnlib.training import make_optimizer, seed_everything, train_step
 
 from . import cli, paths
@@ -203,7 +203,7 @@ def committed_fingerprints() -> dict:
 def describe_numerics() -> str:
     used = numerics.settings()
     return (f"numerics: {used['profile']} (MKL branch {used['mkl_branch']}, "
-            f"ATen {used['aten_capability']}); CPU: {provenance()['cpu']}")
+            f"ATen {used['aten_capability']}); CPU: {cpu_model()}")
 
 
 def main(argv=None) -> int:
