@@ -2,7 +2,7 @@
 
     python3 benchmarks/gpu.py data  [--mirror DIR]   # copy the MNIST .gz files into data/mirror/mnist
     python3 benchmarks/gpu.py bench [--dry-run] [--out DIR]
-    python3 benchmarks/gpu.py train [--dry-run] [--budget SECONDS]
+    python3 benchmarks/gpu.py train [--dry-run] [--budget SECONDS] [--epochs N | --full]
     (--dry-run [--scratch DIR]: tiny sizes on the CPU, outputs under DIR)
     python3 benchmarks/gpu.py dry-run [--scratch DIR]  # all of it, in one process (CI)
 
@@ -14,10 +14,15 @@ FP16, BF16, INT8 and the unoptimised pair, at 8192^3 and the MNIST layer shapes)
 results/benchmarks/gpu_inference.json (the MNIST BNN on the 10k test set, bit-packed vs
 float32 with the unoptimised kernel and with cuBLAS), each with `provenance()`.
 
-`train` runs the paper-scale stage (`qnn-train --section mnist_paper`) with the step
-captured as a CUDA graph, stops itself before `--budget` seconds, checkpoints, and says
-how many of the 1000 epochs are done: run it again to resume. It also writes the packed
-model, results/models/mnist_paper_packed.npz. Float checkpoints stay in checkpoints/.
+`train` runs the paper's MNIST protocol (`qnn-train --section mnist_paper`, 3 x 4096) with
+the step captured as a CUDA graph, shortened to what one call completes: a timing probe
+chooses the epochs that fit in `--budget` seconds, and the learning rate decays from
+lr_start to lr_end over those epochs. It writes results/metrics/mnist_paper_short.json
+(labelled "shortened paper protocol"), its history and the packed model
+results/models/mnist_paper_short_packed.npz. A device call's checkpoints cannot be
+resumed by the next call, hence the default. `--full` runs the 1000 epochs instead: it
+stops itself before `--budget` seconds, checkpoints, and resumes when run again (writes
+mnist_paper.json and mnist_paper_packed.npz). Float checkpoints stay in checkpoints/.
 
 `--dry-run` runs every line on a CPU with tiny sizes (the NumPy reference of each CUDA
 kernel, torch on the CPU) and writes into a temporary folder, never under results/.
@@ -58,6 +63,10 @@ DRY_MODEL = {"hidden": 48, "depth": 2}
 # How qnnlib.gpu.bench.median_ms times every kernel row of gpu_kernels.json
 TIMING = "median over samples of qnnlib.timing.race (device synchronised at each clock reading), ms"
 TRAIN_BUDGET_S = 480  # s of training per call: with start-up and saving, a call ends before 9.5 min
+SHORT_RUN = "mnist_paper_short"  # `train` without --full: the shortened paper protocol
+PROBE_EPOCHS = 3  # timed before a shortened run, to choose its epochs
+SAFETY = 0.9  # of the time left, what the shortened run plans to use
+DRY_EPOCHS = 3  # a dry run's shortened protocol trains at most this many epochs
 
 
 def main(argv=None) -> int:
@@ -71,6 +80,11 @@ def main(argv=None) -> int:
     parser.add_argument("--mirror", help="folder of the MNIST .gz files (data)")
     parser.add_argument("--budget", type=float, default=TRAIN_BUDGET_S,
                         help="seconds of training before it checkpoints and stops (train)")
+    parser.add_argument("--full", action="store_true",
+                        help="train: the full 1000 epochs, resumed call after call, instead of "
+                             "the shortened protocol that completes within --budget")
+    parser.add_argument("--epochs", type=int, help="train: the shortened protocol's epochs "
+                        "(default: as many as a timing probe says fit in --budget)")
     parser.add_argument("--min-run-time", type=float, default=0.2,
                         help="seconds per timing (bench)")
     args = parser.parse_args(argv)
@@ -90,7 +104,8 @@ def main(argv=None) -> int:
 def dry_run(scratch: str) -> int:
     """`train` cut by its budget after one epoch, `train` resuming it, then `bench` on the
     model it trained: every line of `make gpu-train` and `make gpu`, on the CPU."""
-    for argv in (["train", "--budget", "0"], ["train"], ["bench", "--min-run-time", "0.001"]):
+    for argv in (["train", "--full", "--budget", "0"], ["train", "--full"], ["train"],
+                 ["bench", "--min-run-time", "0.001"]):
         status = main([*argv, "--dry-run", "--scratch", scratch])
         if status:
             return status
@@ -152,6 +167,7 @@ def _x(value) -> str:
 
 def _write(path: Path, value: dict, start: float) -> None:
     value["provenance"] = provenance(wall_seconds=time.perf_counter() - start)
+    _stamp_commit(value)
     path.write_text(json.dumps(value, indent=2) + "\n")
     print(f"wrote {path}")
 
@@ -193,19 +209,107 @@ def _bnn(dry_run: bool, images: np.ndarray):
 
 
 def train(args) -> int:
+    """The paper's protocol, shortened to what one device call completes (default), or the
+    full 1000 epochs resumed call after call (`--full`)."""
+    return train_full(args) if args.full else train_short(args)
+
+
+def _qnn_train(name: str, sets: list[str], checkpoint: Path | None = None) -> int:
     from qnnpipeline import paths
     from qnnpipeline.cli import main as qnn_train
 
-    sets = ["train.cuda_graph=true", f"train.max_seconds={args.budget}",
-            "train.checkpoint_seconds=120", "train.progress=false"]
-    if args.dry_run:
-        sets += [f"model.hidden={DRY_MODEL['hidden']}", f"model.depth={DRY_MODEL['depth']}",
-                 "train.epochs=2", "train.n_train=300", "train.n_val=200", "train.n_test=200",
-                 "train.device=cpu", "train.threads=1"]
-    checkpoint = paths.checkpoints() / "mnist_paper_resume.pt"
     argv = ["--config", str(paths.root() / "params.yaml"), "--section", "mnist_paper",
-            "--checkpoint", str(checkpoint), *(f for s in sets for f in ("--set", s))]
-    status = qnn_train(argv)
+            "--out-name", name, *(f for s in sets for f in ("--set", s))]
+    return qnn_train(argv + (["--checkpoint", str(checkpoint)] if checkpoint else []))
+
+
+def _base_sets(dry_run: bool) -> list[str]:
+    sets = ["train.cuda_graph=true", "train.progress=false"]
+    if dry_run:
+        sets += [f"model.hidden={DRY_MODEL['hidden']}", f"model.depth={DRY_MODEL['depth']}",
+                 "train.n_train=300", "train.n_val=200", "train.n_test=200",
+                 "train.device=cpu", "train.threads=1"]
+    return sets
+
+
+def train_short(args) -> int:
+    """`mnist_paper` with its epochs cut to what fits in `--budget` seconds, every other
+    setting the paper's, and the exponential learning-rate decay run to its end (lr_end)
+    over those epochs: a shortened paper protocol, complete in one call. The epoch count
+    comes from timing `PROBE_EPOCHS` epochs of the same run first (or from `--epochs`)."""
+    from qnnpipeline import paths
+
+    from qnnpipeline.params import train_section
+
+    start = time.monotonic()
+    base = _base_sets(args.dry_run)
+    paper_epochs = train_section(paths.root() / "params.yaml", "mnist_paper")["train"]["epochs"]
+    most = DRY_EPOCHS if args.dry_run else paper_epochs
+    epochs = args.epochs
+    if epochs is None:
+        epoch_s = _probe_epoch_seconds(base)
+        left = args.budget - (time.monotonic() - start)
+        epochs = max(1, min(most, int(SAFETY * left / epoch_s)))
+        print(f"probe: {epoch_s:.2f} s per epoch; {left:.0f} s left: {epochs} epochs")
+    left = max(1.0, args.budget - (time.monotonic() - start))
+    status = _qnn_train(SHORT_RUN, [*base, f"train.epochs={epochs}", f"train.max_seconds={left}"])
+    if status:
+        return status
+    metrics_path = paths.results("metrics", f"{SHORT_RUN}.json")
+    metrics = json.loads(metrics_path.read_text())
+    metrics["protocol"] = {
+        "name": "shortened paper protocol",
+        "epochs": epochs, "paper_epochs": paper_epochs,
+        "note": (f"the paper's MNIST protocol (3 x 4096 BNN, batch 100, Adam, LR "
+                 f"{metrics['config']['lr_start']:g} decayed exponentially to "
+                 f"{metrics['config']['lr_end']:g}) with {epochs} epochs instead of "
+                 f"{paper_epochs}: the decay reaches lr_end at the last epoch"),
+        "epochs_chosen_by": "--epochs" if args.epochs else f"a {PROBE_EPOCHS}-epoch timing probe"}
+    _stamp_commit(metrics)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    complete = metrics["epochs"] >= epochs
+    print(f"shortened paper protocol: {metrics['epochs']} of {epochs} epochs"
+          + ("" if complete else " (stopped by the budget: not the planned protocol)")
+          + f"; test error {100 * metrics['test_error']:.2f} % at best-validation epoch "
+          f"{metrics['best_epoch']}; packed model: {_pack_model(paths, SHORT_RUN)}")
+    return 0 if complete else 1
+
+
+def _probe_epoch_seconds(base: list[str]) -> float:
+    """Seconds per epoch of the run itself (step, evaluation and all), timed on
+    `PROBE_EPOCHS` epochs in a scratch folder; the first epoch (graph capture) is left out."""
+    saved = {v: os.environ.get(v) for v in ("QNN_RESULTS_DIR", "QNN_CHECKPOINT_DIR")}
+    with tempfile.TemporaryDirectory(prefix="qnn-gpu-probe-") as scratch:
+        for variable, folder in (("QNN_RESULTS_DIR", "results"), ("QNN_CHECKPOINT_DIR", "checkpoints")):
+            os.environ[variable] = str(Path(scratch) / folder)
+        try:
+            if _qnn_train("probe", [*base, f"train.epochs={PROBE_EPOCHS}"]):
+                raise SystemExit("the timing probe failed")
+            history = pd.read_csv(Path(scratch) / "results" / "tables" / "probe_history.csv")
+        finally:
+            for variable, value in saved.items():
+                os.environ.pop(variable, None) if value is None else os.environ.__setitem__(variable, value)
+    return float(history["seconds"].iloc[1:].max())
+
+
+def _stamp_commit(record: dict) -> None:
+    """A device node gets the checkout without .git: record the commit the caller names
+    in QNN_SOURCE_COMMIT (the command that sent the checkout knows it)."""
+    given = os.environ.get("QNN_SOURCE_COMMIT")
+    provenance_record = record.get("provenance") or {}
+    if given and not provenance_record.get("commit"):
+        provenance_record.update(commit=given, commit_from="QNN_SOURCE_COMMIT")
+
+
+def train_full(args) -> int:
+    """The full protocol (1000 epochs): stops itself before `--budget` seconds,
+    checkpoints, and resumes when run again."""
+    from qnnpipeline import paths
+
+    sets = [*_base_sets(args.dry_run), *(["train.epochs=2"] if args.dry_run else []),
+            f"train.max_seconds={args.budget}",
+            "train.checkpoint_seconds=120"]
+    status = _qnn_train("mnist_paper", sets, paths.checkpoints() / "mnist_paper_resume.pt")
     if status:
         return status
     metrics = json.loads(paths.results("metrics", "mnist_paper.json").read_text())
@@ -215,24 +319,24 @@ def train(args) -> int:
     epoch_s = float(history["seconds"].median())
     print(f"median epoch {epoch_s:.2f} s: {1e3 * epoch_s / steps:.2f} ms per step, "
           "evaluation of validation and test sets included")
-    packed = _pack_model(paths)
+    packed = _pack_model(paths, "mnist_paper")
     print(f"epochs done: {done} of {total}"
           + ("" if done >= total else " - run the same command again to resume")
           + f"; packed model: {packed}")
     return 0
 
 
-def _pack_model(paths) -> Path:
-    """results/models/mnist_paper_packed.npz: the trained BNN, bit-packed (BinaryMLP)."""
+def _pack_model(paths, name: str) -> Path:
+    """results/models/NAME_packed.npz: the trained BNN, bit-packed (BinaryMLP)."""
     from qnnlib.deploy import BinaryMLP
     from qnnlib.models import build_model
     from qnnpipeline.runs import load_json
 
-    description = load_json(paths.checkpoints() / "mnist_paper.json")
+    description = load_json(paths.checkpoints() / f"{name}.json")
     model = build_model(description["model"])
-    state = torch.load(paths.checkpoints() / "mnist_paper.pt", map_location="cpu", weights_only=True)
+    state = torch.load(paths.checkpoints() / f"{name}.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
-    target = paths.output("models", "mnist_paper_packed.npz")
+    target = paths.output("models", f"{name}_packed.npz")
     BinaryMLP.from_torch(model.eval()).save(target)
     return target
 

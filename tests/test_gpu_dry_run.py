@@ -6,13 +6,14 @@ JSON with its schema and exact results, a training run cut by its time budget an
 resumed by the next call, and the packed model. It runs as on a GPU node: without
 torchvision, DVC, papermill, Jupyter, matplotlib or hypothesis.
 """
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-
+import pytest
 from support import mnist_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,17 @@ def test_dry_run_of_the_gpu_commands(tmp_path):
     history = (out / "tables" / "mnist_paper_history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history] == ["epoch", "1", "2"]
     assert (out / "models" / "mnist_paper_packed.npz").stat().st_size > 0
+    # the default `train`: a probe picks the epochs, and the LR decay reaches lr_end at the last
+    short = json.loads((out / "metrics" / "mnist_paper_short.json").read_text())
+    assert short["protocol"]["name"] == "shortened paper protocol"
+    assert short["epochs"] == short["config"]["epochs"] == short["protocol"]["epochs"] == 3
+    assert short["protocol"]["paper_epochs"] == 1000
+    with open(out / "tables" / "mnist_paper_short_history.csv") as table:
+        rates = [float(row["lr"]) for row in csv.DictReader(table)]
+    config = short["config"]
+    assert rates[0] == config["lr_start"]
+    assert rates[-1] * (config["lr_end"] / config["lr_start"]) ** (1 / 3) == pytest.approx(config["lr_end"])
+    assert (out / "models" / "mnist_paper_short_packed.npz").stat().st_size > 0
     kernels = json.loads((out / "benchmarks" / "gpu_kernels.json").read_text())
     assert kernels["dry_run"] and kernels["provenance"]["packages"]["torch"]
     for row in kernels["shapes"]:
