@@ -83,7 +83,7 @@ clean-venv:
 
 # --- GPU (README "On a GPU"): the node's own python3 (torch, CuPy, numba, pandas, pyyaml,
 # pytest), the checkout on the path, nothing installed. `make gpu-data` first, on a machine
-# that has the MNIST mirror ($QNN_DATA_MIRROR): it copies the .gz files to data/mirror/mnist.
+# that has the MNIST mirror ($QNN_DATA_MIRROR): it copies the .gz files to scratch/mirror/mnist.
 GPU_PY ?= env PYTHONPATH=. python3
 GPU_TRAIN_ARGS ?=
 .PHONY: gpu gpu-train gpu-train-full gpu-dry-run gpu-data

@@ -127,9 +127,9 @@ def update_readme(text: str, table_markdown: str) -> str:
 def build(write: bool = True) -> pd.DataFrame:
     """The claims table from results/metrics/ and results/benchmarks/ (the `claims` stage);
     written to results/tables/claims.csv when `write`."""
-    from .claims_table import CPU_RUN, PAPER_RUN, RUNTIME, SEEDS_RUN, assemble
+    from .claims_table import CPU_RUN, PAPER_RUN, RUNTIME, SEEDS_RUN, SHORT_RUN, assemble
 
-    metrics = {name: load_metrics(name) for name in (RUNTIME, CPU_RUN, PAPER_RUN, SEEDS_RUN)}
+    metrics = {name: load_metrics(name) for name in (RUNTIME, CPU_RUN, PAPER_RUN, SHORT_RUN, SEEDS_RUN)}
     benchmarks = {name: load_json(paths.results("benchmarks", f"{name}.json")) for name in GPU_REPORTS}
     table = assemble(metrics, benchmarks)
     if write:

@@ -75,6 +75,20 @@ def test_paper_run_and_missing_benchmarks():
         "best-validation epoch 949; 950 of 1000 epochs run")
     assert text["mnist_error_cpu"][0] == "not run"
     assert text["gemm_vs_cublas"][0] == claims.PENDING_GPU
+    assert text["mnist_error_paper_short"][0] == claims.PENDING_GPU
+
+
+def test_shortened_paper_protocol_row():
+    short = {"test_error": 0.0106, "best_epoch": 432, "epochs": 468, "config": {"seed": 0, "epochs": 468},
+             "protocol": {"name": "shortened paper protocol", "epochs": 468, "paper_epochs": 1000},
+             "provenance": {"gpu": {"gpu": "NVIDIA H200"}}}
+    row = claims.CLAIMS["mnist_error_paper_short"]["claim"]
+    table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_paper_short": short}, {})
+    assert ours(table)[row] == ("1.06 % (seed 0, single run)", "NVIDIA H200, 468 of the paper's 1000 "
+                                "epochs, LR decayed to lr_end over them; best-validation epoch 432")
+    # cut by its time budget: not the planned protocol, so no number
+    table = assemble({"06_runtime_and_energy": RUNTIME, "mnist_paper_short": {**short, "epochs": 400}}, {})
+    assert ours(table)[row][0] == claims.PENDING_GPU
 
 
 def test_assemble_needs_notebook_06():
