@@ -9,7 +9,10 @@ A resume must either continue the same computation or refuse, saying why. So eac
 carries a *run signature* (`run_signature`) and is reused only when it matches:
 
 - every config field that changes the numbers, with `device="auto"` resolved;
-- the model's parameter names and shapes, and the optimizer's class;
+- the model: its parameter names and shapes and its module tree as printed (the kind of
+  each layer, quantizers, bit widths, dropout rates), and the optimizer's class;
+- the caller's description of the run, where it gives one (`qnn-train` gives the whole
+  resolved configuration: model, data and training settings);
 - a fingerprint of the training data (shapes and a hash of the values);
 - the code: a hash of the qnnlib modules that compute a run (`COMPUTATION_MODULES`,
   docstrings and comments left out) and the python, torch and numpy versions. A
@@ -28,6 +31,7 @@ import os
 import pickle
 import platform
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -79,15 +83,30 @@ def data_fingerprint(data: dict) -> dict:
     return prints
 
 
-def run_signature(model: nn.Module, optimizer, config, device, data: dict | None = None) -> dict:
+def run_signature(model: nn.Module, optimizer, config, device, data: dict | None = None,
+                  identity: dict | None = None) -> dict:
     """What must match for a checkpoint to be resumed (see the module docstring).
-    `config` is a `TrainConfig`; `device` the resolved device the run uses."""
+    `config` is a `TrainConfig`; `device` the resolved device the run uses; `identity` the
+    caller's whole description of the run (plain values), compared key by key."""
     numbers = {k: v for k, v in config.to_dict().items() if k not in BOOKKEEPING_FIELDS}
     numbers["device"] = str(torch.device(device))
     shapes = {key: list(value.shape) for key, value in model.state_dict().items()}
-    return {"config": numbers, "model": shapes, "optimizer": type(optimizer).__name__,
+    return {"config": numbers, "model": {"shapes": shapes, "structure": repr(model)},
+            "optimizer": type(optimizer).__name__, "run": _flatten(identity or {}),
             "data": data_fingerprint(data) if data is not None else None,
             "code": code_identity()}
+
+
+def _flatten(value: dict, prefix: str = "") -> dict:
+    """{"model.kind": "bnn", ...}: nested settings as dotted keys, values as text, so that
+    a difference is named by its key and the signature stores as plain strings."""
+    flat = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = repr(item)
+    return flat
 
 
 def module_generators(model: nn.Module) -> dict[str, torch.Generator]:
@@ -132,12 +151,18 @@ def set_rng_state(state: dict, model: nn.Module, shuffle: torch.Generator) -> No
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic save: a crash while writing leaves the previous checkpoint intact."""
+    """Atomic save: a crash while writing leaves the previous checkpoint intact. The
+    temporary file's name is unique, so two writers never share (or delete) one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, signature: dict) -> dict | None:
@@ -146,13 +171,17 @@ def load_checkpoint(path: Path, signature: dict) -> dict | None:
     path = Path(path)
     if not path.exists():
         return None
+    if not path.is_file():
+        raise ValueError(f"cannot resume from {path}: it is not a file. Name a checkpoint file, "
+                         "e.g. checkpoints/NAME_resume.pt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]  # an empty file says nothing
         raise ValueError(
             f"cannot resume from {path}: it is not a checkpoint this version can read safely "
-            f"(truncated, an older format, or it holds objects other than tensors and plain "
-            f"values, which are never unpickled): {str(error).splitlines()[0]}. Delete it or "
+            f"(empty, truncated, an older format, or it holds objects other than tensors and "
+            f"plain values, which are never unpickled): {reason}. Delete it or "
             "choose another checkpoint path") from None
     if not isinstance(state, dict) or "signature" not in state:
         raise ValueError(
@@ -173,6 +202,8 @@ def signature_differences(expected: dict, found: dict) -> list[str]:
         return ["checkpoint format (written by an older version of qnnlib)"]
     differ = sorted(k for k in expected["config"]
                     if expected["config"].get(k) != found["config"].get(k))
+    run_new, run_old = expected["run"], found["run"]
+    differ += sorted(key for key in set(run_new) | set(run_old) if run_new.get(key) != run_old.get(key))
     labels = {"model": "model architecture", "optimizer": "optimizer",
               "data": "training data"}
     differ += [label for key, label in labels.items() if expected[key] != found[key]]

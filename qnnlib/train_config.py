@@ -26,6 +26,7 @@ LOSSES = {"squared_hinge": squared_hinge_loss, "cross_entropy": F.cross_entropy}
 # Fields that change how a run is reported or where it is stored, but not its numbers:
 # a checkpoint may be resumed with different values of these. (The thread count can
 # change the last bits of float sums, not the algorithm; see `training`.)
+TRAINING_DEVICES = ("cpu", "cuda")
 BOOKKEEPING_FIELDS = ("checkpoint", "progress", "threads", "max_seconds", "checkpoint_seconds")
 
 _SEED_LIMIT = 2**63  # torch.manual_seed's range, non-negative part
@@ -124,13 +125,16 @@ def _learning_rate(name: str, value) -> float:
 
 
 def _device(value) -> str:
-    """"auto" or a device string torch understands ("cpu", "cuda", "cuda:1", ...)."""
+    """"auto", "cpu" or a CUDA device ("cuda", "cuda:1"): the devices the loop trains on
+    (others torch knows, such as "meta", hold no data to train with)."""
     if not isinstance(value, str):
         raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {value!r}")
     if value != "auto":
         try:
-            torch.device(value)
+            kind = torch.device(value).type
         except RuntimeError as error:
-            raise ValueError(f"device must be 'auto' or a torch device such as 'cpu' or "
-                             f"'cuda:0', got {value!r} ({error})") from None
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {value!r} ({error})") from None
+        if kind not in TRAINING_DEVICES:
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {value!r}: "
+                             f"training runs on {' or '.join(TRAINING_DEVICES)} only")
     return value

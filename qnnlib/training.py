@@ -197,7 +197,8 @@ def clone_state(model: nn.Module) -> dict:
 # ---------------------------------------------------------------------------
 
 def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = None,
-          stop_after: int | None = None, optimizer_factory=None) -> TrainResult:
+          stop_after: int | None = None, optimizer_factory=None,
+          identity: dict | None = None) -> TrainResult:
     """Train `model` on splits {"train", "val", "test"} with the paper's protocol and
     return the history and the model at its best-validation epoch.
 
@@ -205,6 +206,8 @@ def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = No
     the rest resumable): it simulates an interruption in tests.
     `optimizer_factory(model, lr, glorot_scaling)` replaces `make_optimizer` (e.g. the
     shift-based AdaMax ablation); its param groups must carry "lr_scale".
+    `identity` describes the run beyond `config` (qnn-train: the whole resolved
+    configuration); a checkpoint resumes only a run with the same description.
 
     Selection: see `best_epoch`; the reported test error is the one of that epoch.
     Deterministic algorithms are on during the run and restored afterwards.
@@ -219,10 +222,12 @@ def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = No
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     with deterministic_algorithms(device):
-        return _run(model, splits, config, device, stop_after, optimizer_factory or make_optimizer)
+        return _run(model, splits, config, device, stop_after, optimizer_factory or make_optimizer,
+                    identity)
 
 
-def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_factory) -> TrainResult:
+def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_factory,
+         identity=None) -> TrainResult:
     """The body of `train`, from seeding to the best-validation model."""
     shuffle = seed_everything(config.seed)
     model.to(device)
@@ -236,7 +241,7 @@ def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_facto
 
     records, best_state = [], clone_state(model)
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
-    signature = run_signature(model, optimizer, config, device, data) if checkpoint else None
+    signature = run_signature(model, optimizer, config, device, data, identity) if checkpoint else None
     saved = load_checkpoint(checkpoint, signature) if checkpoint else None
     if saved is not None:
         model.load_state_dict(saved["model"])

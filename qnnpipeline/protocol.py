@@ -2,29 +2,36 @@
 
 Notebook 05_mnist_results (arXiv:1609.07061, "Benchmark results") compares the settings of each run
 that `qnn-train` wrote (`runs.load_run`) with the paper's protocol: `run_settings` reads
-them from the run's metrics (its TrainConfig) and checkpoint description (its model).
+them from the run's metrics file (its TrainConfig and model).
 """
 from __future__ import annotations
+
+from qnnlib.models import KINDS
 
 __all__ = ["run_settings", "paper_settings", "describe", "recent_change"]
 
 
 def run_settings(run: dict) -> dict:
-    """The protocol knobs of a finished run (notebook 05): the TrainConfig from its
-    metrics, the model from its checkpoint description; "?" where the model is unknown.
-    Absent model keys take `build_model`'s defaults (the paper's 3 x 4096 BNN)."""
+    """The protocol knobs of a finished run (notebook 05): the TrainConfig and the model
+    from its metrics file (what DVC tracks; older runs: the checkpoint description).
+    A run whose model is not recorded, or of an unknown kind, is refused rather than
+    described by guesses. Absent model keys take `build_model`'s defaults."""
     train = (run["metrics"] or {}).get("config", {})
-    model = run["model"] or {}
-    known = run["model"] is not None
+    model = (run["metrics"] or {}).get("model") or run.get("model")
+    name = run.get("name", "?")
+    if model is None:
+        raise ValueError(f"run {name!r}: its model is not recorded (no 'model' in "
+                         f"results/metrics/{name}.json, no checkpoints/{name}.json): rerun it")
+    if model.get("kind", "bnn") not in KINDS:
+        raise ValueError(f"run {name!r}: unknown model kind {model['kind']!r}; known: {KINDS}")
     epochs = train.get("epochs")
     lr_start, lr_end = train.get("lr_start"), train.get("lr_end")
-    binary = model.get("kind", "bnn") == "bnn" if known else None
+    binary = model.get("kind", "bnn") == "bnn"
     return {
-        "weights / activations": {True: "binary / binary", False: "float32 / hard tanh", None: "?"}[binary],
-        "hidden units": model.get("hidden", 4096) if known else "?",
-        "hidden layers": model.get("depth", 3) if known else "?",
-        "dropout in / hidden": (f"{model.get('dropout_in', 0.2)} / {model.get('dropout_hidden', 0.5)}"
-                                if known else "?"),
+        "weights / activations": "binary / binary" if binary else "float32 / hard tanh",
+        "hidden units": model.get("hidden", 4096),
+        "hidden layers": model.get("depth", 3),
+        "dropout in / hidden": f"{model.get('dropout_in', 0.2)} / {model.get('dropout_hidden', 0.5)}",
         "training images": train.get("n_train") or 50000,
         "epochs": epochs,
         "batch size": train.get("batch_size"),

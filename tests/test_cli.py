@@ -177,9 +177,23 @@ def test_checkpoint_at_the_weights_path_is_refused(outputs, monkeypatch, capsys)
     params = write_params(outputs)
     (outputs / "dvc.yaml").write_text("stages: {}\n")  # with params.yaml: a project folder
     monkeypatch.chdir(outputs)  # run from it: checkpoints/ is outputs/checkpoints
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["--config", str(params), "--section", "tiny", "--checkpoint",
-                  "checkpoints/tiny.pt"])
-    assert stop.value.code == 2
-    assert "is where the trained weights go" in capsys.readouterr().err
+    assert cli.main(["--config", str(params), "--section", "tiny", "--checkpoint",
+                     "checkpoints/tiny.pt"]) == 2
+    assert "is where run 'tiny' writes its results" in capsys.readouterr().err
+    assert not (outputs / "results").exists()
+
+
+@pytest.mark.parametrize("target", ["checkpoints/tiny.pt", "checkpoints/tiny.json",
+                                    "results/metrics/tiny.json"])
+def test_checkpoint_set_through_set_meets_the_same_guard(outputs, monkeypatch, capsys, target):
+    """Issue 19.11: `--set train.checkpoint=<model file>` bypassed the guard of
+    --checkpoint and overwrote the file. The guard reads the resolved setting."""
+    params = write_params(outputs)
+    (outputs / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(outputs)
+    monkeypatch.setenv("QNN_RESULTS_DIR", str(outputs / "results"))
+    monkeypatch.setenv("QNN_CHECKPOINT_DIR", str(outputs / "checkpoints"))
+    assert cli.main(["--config", str(params), "--section", "tiny",
+                     "--set", f"train.checkpoint={target}"]) == 2
+    assert "writes its results" in capsys.readouterr().err
     assert not (outputs / "results").exists()

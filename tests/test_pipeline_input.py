@@ -66,12 +66,17 @@ def test_missing_data_is_a_clear_error_not_a_traceback(project, capsys):
 @pytest.mark.parametrize("arguments, message", [
     (["--out-name", "../escape"], "plain name"),
     (["--out-name", ".hidden"], "plain name"),
-    (["--checkpoint", "tiny.pt"], "where the trained weights go"),
 ])
 def test_bad_names_are_refused(project, capsys, arguments, message):
     with pytest.raises(SystemExit) as stop:
         run_cli(project, *arguments, capsys=capsys)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_checkpoint_at_the_weights_is_refused(project, capsys):
+    code, err = run_cli(project, "--checkpoint", "tiny.pt", capsys=capsys)
+    assert code == 2 and "is where run 'tiny' writes its results" in err
+    assert_nothing_written(project)
 
 
 @pytest.mark.parametrize("text, message", [

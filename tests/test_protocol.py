@@ -16,7 +16,7 @@ def test_paper_protocol():
 
 
 def test_run_settings_of_a_budget_run_and_of_an_unknown_model():
-    run = {"model": {"kind": "fp", "hidden": 2048, "depth": 3, "dropout_in": 0.0},
+    run = {"model": {"kind": "full_precision", "hidden": 2048, "depth": 3, "dropout_in": 0.0},
            "metrics": {"config": {"epochs": 25, "batch_size": 100, "n_train": None,
                                   "lr_start": 0.003, "lr_end": 3e-05}}}
     s = run_settings(run)
@@ -24,8 +24,13 @@ def test_run_settings_of_a_budget_run_and_of_an_unknown_model():
     assert s["dropout in / hidden"] == "0.0 / 0.5" and s["training images"] == 50000
     assert s["lr factor per epoch"] == "0.8318"          # 0.01 ** (1 / 25) = 0.83176
     assert describe(run) == "full precision, 3 x 2048, 25 epochs"
-    unknown = run_settings({"model": None, "metrics": run["metrics"]})
-    assert unknown["weights / activations"] == unknown["hidden units"] == "?"
+    # issue 19.2: a fresh clone has no checkpoints/NAME.json; the metrics file says it all
+    from_metrics = {"name": "r", "model": None, "metrics": {**run["metrics"], "model": run["model"]}}
+    assert run_settings(from_metrics) == s
+    with pytest.raises(ValueError, match="'r': its model is not recorded"):
+        run_settings({**from_metrics, "metrics": run["metrics"]})  # was "full precision, ? x ?"
+    with pytest.raises(ValueError, match="unknown model kind 'fp'"):
+        run_settings({"name": "r", "model": {"kind": "fp"}, "metrics": run["metrics"]})
 
 
 def test_recent_change_compares_the_last_epochs_with_the_ones_before():

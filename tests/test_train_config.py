@@ -92,7 +92,7 @@ def test_unknown_loss(value, how):
 def test_device_strings_torch_does_not_know(value, how):
     if value in ("auto", "cpu"):
         return
-    with pytest.raises(ValueError, match="device must be 'auto' or a torch device"):
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda\\[:N\\]'"):
         build(how, device=value)
 
 
