@@ -26,7 +26,7 @@ venv: $(STAMP)
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
-	$(BIN)/python -m qnnpipeline.claims --update-readme README.md
+	$(BIN)/python -m qnnpipeline.claims_table --update-readme README.md
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -45,8 +45,9 @@ __all__ = ["COMPUTATION_MODULES", "code_identity", "data_fingerprint", "run_sign
 
 # The qnnlib modules whose code decides a training run's numbers, as paths without .py
 # (a test checks that the modules a run can execute import no other qnnlib module).
-COMPUTATION_MODULES = ("quantizers", "layers", "models", "train_config", "determinism",
-                       "checkpoints", "training", "shift", "accumulators", "experiments",
+COMPUTATION_MODULES = ("quantize_ops", "quantizers", "layers", "models", "train_config", "determinism",
+                       "checkpoints", "training", "shift", "accumulator_formats", "accumulators",
+                       "experiments", "statistics",
                        "gpu/__init__", "gpu/graphed_training")
 
 

@@ -263,8 +263,8 @@ def training_optimizer(optimizer_factory):
     (pass `context=lambda config, seed, model: training_optimizer(...)`), which calls
     `training.train` without an optimizer argument. It rebinds `training.make_optimizer`
     for the block, in this process only (run_grid's workers are separate processes).
-    CPU training only: with `cuda_graph=True` the loop would take the rebound name for
-    the default and use its fused Adam.
+    CPU training only: `graphed_training.train_graphed` passes its fused Adam
+    explicitly, so the rebound name would not be used.
     """
     original = training.make_optimizer
     training.make_optimizer = optimizer_factory

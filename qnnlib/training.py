@@ -11,15 +11,12 @@ Protocol, step by step (see DESIGN.md, "The paper's MNIST protocol"):
 - after each epoch: validation error; the reported number is the test error at the
   epoch with the best validation error.
 
-Determinism (`determinism`): one seed drives python, numpy, torch (dropout uses the
-global torch RNG) and a separate `torch.Generator` for shuffling; deterministic
-algorithms are on (warn-only) for the duration of `train` and restored after it, so a
-rerun on the same machine, with the same device and number of threads, is bit-identical
-(another thread count changes the order of float sums in the GEMMs, hence the last bits).
-Checkpoints (`checkpoints`) hold every piece of state, RNGs included, so an interrupted
-run resumed from its checkpoint ends bit-identical to an uninterrupted one; a checkpoint
-of another run, or of other code, is refused with the reason.
-The hyper-parameters and their validation are in `train_config`.
+Determinism (`determinism`): one seed drives python, numpy, torch and a separate
+shuffling generator; deterministic algorithms are on during `train`, so a rerun with the
+same device and thread count is bit-identical. Checkpoints (`checkpoints`) hold every
+piece of state, so a resumed run ends bit-identical to an uninterrupted one; a
+checkpoint of another run, or of other code, is refused with the reason. The
+hyper-parameters and their validation are in `train_config`.
 """
 from __future__ import annotations
 
@@ -192,13 +189,9 @@ def clone_state(model: nn.Module) -> dict:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
-# ---------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------
-
 def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = None,
           stop_after: int | None = None, optimizer_factory=None,
-          identity: dict | None = None) -> TrainResult:
+          identity: dict | None = None, epoch_runner=None) -> TrainResult:
     """Train `model` on splits {"train", "val", "test"} with the paper's protocol and
     return the history and the model at its best-validation epoch.
 
@@ -208,6 +201,9 @@ def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = No
     shift-based AdaMax ablation); its param groups must carry "lr_scale".
     `identity` describes the run beyond `config` (qnn-train: the whole resolved
     configuration); a checkpoint resumes only a run with the same description.
+    `epoch_runner` replaces `train_epoch` (same arguments, same maths): the GPU path
+    plugs in here from above (`qnnlib.gpu.graphed_training.train_graphed`, which
+    `config.cuda_graph` asks for); this module does not know it.
 
     Selection: see `best_epoch`; the reported test error is the one of that epoch.
     Deterministic algorithms are on during the run and restored afterwards.
@@ -218,25 +214,23 @@ def train(model: nn.Module, splits: dict, config: TrainConfig | dict | None = No
         config = TrainConfig.from_dict(config)
     elif not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config).__name__}")
+    if config.cuda_graph and epoch_runner is None:
+        raise ValueError("cuda_graph=True runs the captured epoch: train with "
+                         "qnnlib.gpu.graphed_training.train_graphed (qnn-train does)")
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     with deterministic_algorithms(device):
         return _run(model, splits, config, device, stop_after, optimizer_factory or make_optimizer,
-                    identity)
+                    identity, epoch_runner or train_epoch)
 
 
 def _run(model, splits, config: TrainConfig, device, stop_after, optimizer_factory,
-         identity=None) -> TrainResult:
+         identity, epoch_fn) -> TrainResult:
     """The body of `train`, from seeding to the best-validation model."""
     shuffle = seed_everything(config.seed)
     model.to(device)
     data = split_tensors(splits, config, device)
-    epoch_fn = train_epoch
-    if config.cuda_graph:  # same maths, each step replayed as one CUDA graph
-        from .gpu.graphed_training import GraphedEpoch, fused_adam
-        epoch_fn = GraphedEpoch()
-        optimizer_factory = fused_adam if optimizer_factory is make_optimizer else optimizer_factory
     optimizer = optimizer_factory(model, config.lr_start, config.glorot_scaling)
 
     records, best_state = [], clone_state(model)
@@ -303,5 +297,4 @@ def finish(model, records, best_state, config, device) -> TrainResult:
     if not epoch:
         return TrainResult(history, 0, math.nan, math.nan, model, config, str(device))
     row = records[epoch - 1]
-    return TrainResult(history, epoch, row["val_error"], row["test_error"], model, config,
-                       str(device))
+    return TrainResult(history, epoch, row["val_error"], row["test_error"], model, config, str(device))

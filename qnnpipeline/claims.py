@@ -1,20 +1,20 @@
 """The paper's headline claims beside this replication's numbers (results/tables/claims.csv).
 
-One stage (`python -m qnnpipeline.claims`) builds the table from the metrics and benchmark
-JSON files (`claims_table.assemble`); a claim nobody has measured yet says so ("pending
+What each claim is (claims.yaml), how a benchmark report is read, and the table's
+markdown. One stage (`python -m qnnpipeline.claims_table`) builds the table from the
+metrics and benchmark JSON files; a claim nobody has measured yet says so ("pending
 (needs GPU)") instead of showing a number. `make repro` then copies it into the README
 between the `<!-- claims:start -->` and `<!-- claims:end -->` markers
-(`--update-readme README.md`), and a test fails when the two disagree.
+(`--update-readme README.md`), and a test fails when the two disagree. This module
+imports nothing of `claims_table`, which builds on it.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from . import paths
 from .runs import load_json, load_metrics, load_run, error_pct  # noqa: F401 (notebooks read runs here)
 
 __all__ = ["PENDING_GPU", "CLAIMS", "COLUMNS", "load_json", "load_metrics", "load_run", "error_pct",
@@ -122,40 +122,3 @@ def update_readme(text: str, table_markdown: str) -> str:
     if start < 0 or end < start:
         raise ValueError(f"README has no {README_START} ... {README_END} block")
     return text[:start + len(README_START)] + "\n" + table_markdown + text[end:]
-
-
-def build(write: bool = True) -> pd.DataFrame:
-    """The claims table from results/metrics/ and results/benchmarks/ (the `claims` stage);
-    written to results/tables/claims.csv when `write`."""
-    from .claims_table import CPU_RUN, PAPER_RUN, RUNTIME, SEEDS_RUN, SHORT_RUN, assemble
-
-    metrics = {name: load_metrics(name) for name in (RUNTIME, CPU_RUN, PAPER_RUN, SHORT_RUN, SEEDS_RUN)}
-    benchmarks = {name: load_json(paths.results("benchmarks", f"{name}.json")) for name in GPU_REPORTS}
-    table = assemble(metrics, benchmarks)
-    if write:
-        table.to_csv(paths.output("tables", "claims.csv"), index=False)
-    return table
-
-
-def main(argv=None) -> None:
-    """`python -m qnnpipeline.claims`: write results/tables/claims.csv and print it as
-    markdown; `--update-readme README.md` copies the table into the README instead."""
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("--update-readme", type=Path, metavar="README",
-                        help="rewrite the table between the claims markers of this file "
-                             "from results/tables/claims.csv")
-    args = parser.parse_args(argv)
-    if args.update_readme:
-        csv = paths.results("tables", "claims.csv")
-        if not csv.is_file():
-            parser.error(f"{paths.relative(csv)} not found: run `dvc repro claims` first")
-        readme = args.update_readme
-        table_markdown = markdown_table(pd.read_csv(csv, keep_default_na=False))
-        readme.write_text(update_readme(readme.read_text(), table_markdown))
-        print(f"updated {readme}")
-        return
-    print(markdown_table(build()), end="")
-
-
-if __name__ == "__main__":
-    main()

@@ -3,21 +3,26 @@
 Notebook 06_runtime_and_energy measures run time, memory and energy and writes them to
 results/metrics/06_runtime_and_energy.json; `qnn-train` writes the MNIST runs' metrics;
 `make gpu` writes results/benchmarks/gpu_kernels.json and gpu_inference.json. `assemble` reads
-nothing itself: it turns those dicts into `claims.claims_table`'s rows, so one stage can
-build the table from declared inputs.
+nothing itself: it turns those dicts into `claims.claims_table`'s rows; `build` reads the
+declared inputs, and `python -m qnnpipeline.claims_table` is the `claims` stage.
 """
 from __future__ import annotations
 
+import argparse
 import math
+from pathlib import Path
 
 import pandas as pd
 
 from qnnlib.experiments import MIN_SEEDS, t_quantile
 
-from .claims import claims_table, gpu_gemm_speedup, gpu_runtime_speedup, is_current
-from .runs import error_pct
+from . import paths
+from .claims import (GPU_REPORTS, claims_table, gpu_gemm_speedup, gpu_runtime_speedup, is_current,
+                     markdown_table, update_readme)
+from .runs import error_pct, load_json, load_metrics
 
-__all__ = ["assemble", "versus_published", "RUNTIME", "CPU_RUN", "PAPER_RUN", "SHORT_RUN", "SEEDS_RUN"]
+__all__ = ["assemble", "build", "main", "versus_published", "RUNTIME", "CPU_RUN", "PAPER_RUN",
+           "SHORT_RUN", "SEEDS_RUN"]
 
 RUNTIME, CPU_RUN, PAPER_RUN = "06_runtime_and_energy", "mnist_cpu", "mnist_paper"
 SHORT_RUN = "mnist_paper_short"  # `make gpu-train`: the paper's protocol, fewer epochs
@@ -133,3 +138,38 @@ def assemble(metrics: dict[str, dict | None], benchmarks: dict[str, dict | None]
     ours = {**_mnist_rows(metrics, runtime["network"]["shape"]),
             **_gpu_rows(benchmarks), **_runtime_rows(runtime)}
     return claims_table(ours)
+
+
+def build(write: bool = True) -> pd.DataFrame:
+    """The claims table from results/metrics/ and results/benchmarks/ (the `claims` stage);
+    written to results/tables/claims.csv when `write`."""
+    metrics = {name: load_metrics(name) for name in (RUNTIME, CPU_RUN, PAPER_RUN, SHORT_RUN, SEEDS_RUN)}
+    benchmarks = {name: load_json(paths.results("benchmarks", f"{name}.json")) for name in GPU_REPORTS}
+    table = assemble(metrics, benchmarks)
+    if write:
+        table.to_csv(paths.output("tables", "claims.csv"), index=False)
+    return table
+
+
+def main(argv=None) -> None:
+    """`python -m qnnpipeline.claims_table`: write results/tables/claims.csv and print it as
+    markdown; `--update-readme README.md` copies the table into the README instead."""
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--update-readme", type=Path, metavar="README",
+                        help="rewrite the table between the claims markers of this file "
+                             "from results/tables/claims.csv")
+    args = parser.parse_args(argv)
+    if args.update_readme:
+        csv = paths.results("tables", "claims.csv")
+        if not csv.is_file():
+            parser.error(f"{paths.relative(csv)} not found: run `dvc repro claims` first")
+        readme = args.update_readme
+        table_markdown = markdown_table(pd.read_csv(csv, keep_default_na=False))
+        readme.write_text(update_readme(readme.read_text(), table_markdown))
+        print(f"updated {readme}")
+        return
+    print(markdown_table(build()), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -121,6 +121,8 @@ def train_one(config: dict, train_config, model, name: str) -> None:
     from qnnlib.data import load_mnist
     from qnnlib.training import train
 
+    if train_config.cuda_graph:  # the GPU path plugs in here, from above the loop
+        from qnnlib.gpu.graphed_training import train_graphed as train
     start = time.perf_counter()
     check_writable(name)
     with RunLock(name):

@@ -6,7 +6,7 @@ import pytest
 
 from pathlib import Path
 
-from qnnpipeline import claims
+from qnnpipeline import claims, claims_table
 from test_claims_table import RUNTIME
 
 
@@ -80,13 +80,13 @@ def test_markdown_and_readme_block(tmp_path):
 
 
 def test_stage_builds_the_csv_and_the_readme_copies_it(tmp_path, monkeypatch, capsys):
-    """`python -m qnnpipeline.claims` builds claims.csv from metrics and benchmark files;
+    """`python -m qnnpipeline.claims_table` builds claims.csv from metrics and benchmark files;
     `--update-readme` copies it; empty cells stay empty, not "nan"."""
     monkeypatch.setenv("QNN_RESULTS_DIR", str(tmp_path))
     (tmp_path / "metrics").mkdir()
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "metrics" / "06_runtime_and_energy.json").write_text(json.dumps(RUNTIME))
-    claims.main([])
+    claims_table.main([])
     csv = tmp_path / "tables" / "claims.csv"
     table = pd.read_csv(csv, keep_default_na=False)
     assert table.shape == (len(claims.CLAIMS), len(claims.COLUMNS))
@@ -94,7 +94,7 @@ def test_stage_builds_the_csv_and_the_readme_copies_it(tmp_path, monkeypatch, ca
     assert "|" in capsys.readouterr().out
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{claims.README_START}\n{claims.README_END}\n")
-    claims.main(["--update-readme", str(readme)])
+    claims_table.main(["--update-readme", str(readme)])
     text = readme.read_text()
     assert text.startswith("intro\n") and "nan" not in text
     assert claims.markdown_table(table) in text
@@ -102,7 +102,7 @@ def test_stage_builds_the_csv_and_the_readme_copies_it(tmp_path, monkeypatch, ca
 
 def test_readme_table_agrees_with_claims_csv():
     """The README's claims block is the committed results/tables/claims.csv (`make repro`
-    copies it; rerun `python -m qnnpipeline.claims --update-readme README.md`)."""
+    copies it; rerun `python -m qnnpipeline.claims_table --update-readme README.md`)."""
     root = Path(__file__).resolve().parents[1]
     table = pd.read_csv(root / "results" / "tables" / "claims.csv", keep_default_na=False)
     readme = (root / "README.md").read_text()
@@ -138,3 +138,14 @@ def test_no_claim_sets_a_cpu_loop_beside_the_papers_gpu_baseline():
     for claim in claims.CLAIMS.values():
         assert "triple loop" not in claim["claim"]
     assert "modelled" in claims.CLAIMS["energy"]["claim"]
+
+
+def test_claims_does_not_import_the_table_that_builds_on_it():
+    """Issue 20: claims and claims_table imported each other."""
+    import ast
+
+    source = Path(claims.__file__).read_text()
+    names = {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+             for alias in node.names} | {node.module or "" for node in ast.walk(ast.parse(source))
+                                         if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in names if "claims_table" in name}

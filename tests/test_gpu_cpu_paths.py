@@ -114,7 +114,7 @@ def test_mnist_reads_without_torchvision(tmp_path, monkeypatch):
 
 
 def test_time_budget_checkpoints_and_stops_then_resumes(tmp_path, one_thread):
-    from qnnlib.training import train
+    from qnnlib.gpu.graphed_training import train_graphed as train
 
     splits = synthetic_splits(300)
     config = {"epochs": 3, "batch_size": 50, "progress": False, "cuda_graph": True,
@@ -133,3 +133,20 @@ def test_time_fields_are_validated(field, value):
         TrainConfig(**{field: value})
     with pytest.raises(TypeError, match="cuda_graph must be true or false"):
         TrainConfig(cuda_graph="yes")
+
+
+def test_the_loop_does_not_know_the_gpu_module():
+    """Issue 20: training and graphed_training imported each other. The loop asks for
+    the captured epoch to be plugged in from above, and refuses cuda_graph without it."""
+    import ast
+    from pathlib import Path
+
+    from qnnlib import training
+
+    source = Path(training.__file__).read_text()
+    imported = [node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom) and node.module]
+    assert not [name for name in imported if "gpu" in name]
+    with pytest.raises(ValueError, match="train_graphed"):
+        training.train(mnist_mlp(hidden=8, depth=1), synthetic_splits(100),
+                       {"epochs": 1, "batch_size": 50, "progress": False, "cuda_graph": True})

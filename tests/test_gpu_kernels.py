@@ -186,8 +186,8 @@ def test_captured_epoch_replays_the_eager_steps(cupy):
 def test_training_loop_with_cuda_graph_stops_and_resumes(cupy, tmp_path):
     """`train` with cuda_graph on CUDA: fused capturable Adam state in the checkpoint,
     cut by its time budget after one epoch, resumed by the next call."""
+    from qnnlib.gpu.graphed_training import train_graphed as train
     from qnnlib.models import mnist_mlp
-    from qnnlib.training import train
 
     x = torch.rand(900, 784, generator=torch.Generator().manual_seed(0)) * 2 - 1
     y = x[:, :10].argmax(dim=1)

@@ -1,7 +1,8 @@
 """The paper's training epoch with the whole step captured once as a CUDA graph.
 
-`GraphedEpoch` is a drop-in for `qnnlib.training.train_epoch` (`TrainConfig.cuda_graph`
-switches it on) that computes the same thing, step for step:
+`GraphedEpoch` is a drop-in for `qnnlib.training.train_epoch` that computes the same
+thing, step for step; `train_graphed` is `training.train` with it and fused Adam plugged
+in (what `TrainConfig.cuda_graph` asks for; `qnn-train` calls it then):
 
 - the same permutation (drawn from the same shuffle generator) and the same minibatches;
 - the same step, `training.train_step`: forward with dropout, squared hinge loss,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from qnnlib.models import quant_linears
+from qnnlib import training
 from qnnlib.training import LOSSES, make_optimizer, train_step
 
 __all__ = ["GraphedEpoch", "fused_adam"]
@@ -136,3 +138,14 @@ class GraphedEpoch:
                 self._step()
             self.graph = graph
         return warmup
+
+
+def train_graphed(model: torch.nn.Module, splits: dict, config, **options) -> "training.TrainResult":
+    """`training.train` with each step replayed as a CUDA graph (`GraphedEpoch`) and
+    fused Adam unless another `optimizer_factory` is given; `config` must say
+    `cuda_graph=True` (checkpoints record the flag)."""
+    config = training.TrainConfig.from_dict(config) if isinstance(config, dict) else config
+    if not config.cuda_graph:
+        raise ValueError("train_graphed runs cuda_graph=True configurations; use training.train")
+    options.setdefault("optimizer_factory", fused_adam)
+    return training.train(model, splits, config, epoch_runner=GraphedEpoch(), **options)
