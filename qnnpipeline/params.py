@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
@@ -13,16 +14,35 @@ SECTION_KEYS = ("model", "train", "data")
 
 class _YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads `3e-3` as a float: YAML 1.1 (PyYAML) needs a dot
-    (`3.0e-3`), and learning rates are naturally written without one."""
+    (`3.0e-3`), and learning rates are naturally written without one. It refuses a key
+    given twice in one mapping, which PyYAML accepts, keeping the last value: an edit to
+    the first copy of a knob would silently change nothing."""
+
+    def construct_mapping(self, node, deep=False):
+        first_seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = first_seen.setdefault(key, key_node)
+            except TypeError:  # unhashable: the base class explains that one
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"found duplicate key {key!r} (first on line {first.start_mark.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?\d+(?:\.\d*)?[eE][-+]?\d+$"), list("-+0123456789"))
 
 
-def load_yaml(text: str):
-    """YAML text (a params file or a `--set` value) with `3e-3` read as a float."""
-    return yaml.load(text, Loader=_YamlLoader)
+def load_yaml(source: str | TextIO):
+    """YAML text (a `--set` value) or an open file (params.yaml), with `3e-3` read as a
+    float and duplicate keys refused."""
+    return yaml.load(source, Loader=_YamlLoader)
 
 
 def read_document(config_path: str | Path) -> dict:
@@ -31,7 +51,8 @@ def read_document(config_path: str | Path) -> dict:
     if not config_path.is_file():
         raise ValueError(f"config file not found: {config_path}")
     try:
-        document = load_yaml(config_path.read_text())
+        with config_path.open() as stream:  # so that errors name the file, not "<unicode string>"
+            document = load_yaml(stream)
     except yaml.YAMLError as error:
         raise ValueError(f"{config_path} is not valid YAML: {error}") from None
     if document is None:
