@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from .params import load_yaml
 from .runs import load_json, load_metrics, load_run, error_pct  # noqa: F401 (notebooks read runs here)
 
 __all__ = ["PENDING_GPU", "CLAIMS", "COLUMNS", "load_json", "load_metrics", "load_run", "error_pct",
@@ -29,7 +29,7 @@ COLUMNS = ["claim", "paper", "ours", "setting", "command"]
 README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
 
 # id -> what the paper claims, its number, our column before any measurement, the command.
-CLAIMS = yaml.safe_load(Path(__file__).with_name("claims.yaml").read_text())
+CLAIMS = load_yaml(Path(__file__).with_name("claims.yaml").read_text())  # duplicate ids refused
 
 
 def is_current(seeds_metrics: dict | None, run: str, run_metrics: dict | None) -> bool:
