@@ -23,17 +23,19 @@ stochastic binarization drawn from a stream independent of the data shuffling
 """
 from __future__ import annotations
 
-import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ContextManager
 
 import numpy as np
 import pandas as pd
 import torch
 
+from . import executor, grid_store
 from .models import build_model
 from .statistics import MIN_SEEDS, Comparison, compare, format_mean_std, summarize, t_quantile  # noqa: F401
 from .training import TrainConfig, TrainResult, seed_everything
@@ -43,6 +45,7 @@ __all__ = ["GridResult", "run_grid", "seeded_model", "summarize", "binarization_
            "compare", "Comparison", "MIN_SEEDS", "t_quantile",
            "format_mean_std"]
 
+STORE_VARIABLE = "QNN_GRID_STORE"  # run_grid's default store (the notebook runner sets it)
 RUN_COLUMNS = ["best_epoch", "best_val_error", "test_error", "final_val_error",
                "final_test_error", "epochs", "seconds"]
 _RESERVED = {"name", "model", "train"}
@@ -74,6 +77,7 @@ class GridResult:
 
     runs: pd.DataFrame
     history: pd.DataFrame
+    nodes: list[str] | None = None  # where each run ran ("local", "stored" or a Ray node id)
 
     def summary(self, metric: str = "test_error", by: str | Sequence[str] = "name") -> pd.DataFrame:
         """`summarize(self.runs, metric, by)`."""
@@ -118,7 +122,8 @@ def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
              after_run: Callable[[dict, int, TrainResult], dict] | None = None,
              progress: bool = False, log: Callable[[str], None] | None = None,
              context: Callable[[dict, int, torch.nn.Module], ContextManager] | None = None,
-             workers: int = 1) -> GridResult:
+             workers: int = 1, store: str | Path | None = None,
+             address: str | None = None) -> GridResult:
     """Train every configuration with every seed and collect tidy DataFrames.
 
     configs: list of configuration dicts (see the module docstring) or a mapping
@@ -133,9 +138,12 @@ def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
     context: optional `context(config, seed, model)` returning a context manager that
         wraps the training of that run (notebook 02 holds the accumulators in another
         number format this way); `after_run` is called after it has exited.
-    workers: runs trained at once, each in its own single-threaded process (forked, so
-        notebook-defined callables work). Every run is seeded on its own, so the results
-        do not depend on `workers`; only the wall time does.
+    workers: runs trained at once (`qnnlib.executor`: serial for 1, else Ray, locally or
+        on the cluster at `address` / $RAY_ADDRESS). Every run is seeded on its own and
+        single-threaded, so the results do not depend on `workers` or on where the runs
+        ran; only the wall time does.
+    store: a folder keeping each finished run (`qnnlib.grid_store`; default
+        $QNN_GRID_STORE, else none): a rerun of the grid trains only the runs not there.
     progress: show the per-run tqdm bar. log: e.g. `print`, called with one line per run.
     """
     configs = _normalise(configs)
@@ -148,7 +156,7 @@ def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
     task = _GridTask(splits, dict(train or {}), after_run, context, progress and workers == 1)
     for config, _ in jobs:  # fail on a bad configuration before any training starts
         TrainConfig.from_dict({**task.shared, **dict(config.get("train", {})), "seed": 0})
-    results = _map_runs(task, jobs, workers)
+    results, nodes = _run_jobs(task, jobs, workers, store or os.environ.get(STORE_VARIABLE), address)
     run_rows, histories = [], []
     for (config, seed), (row, history) in zip(jobs, results):
         run_rows.append(row)
@@ -160,7 +168,7 @@ def run_grid(configs: Sequence[dict] | Mapping[str, dict], splits: dict,
     history = pd.concat(histories, ignore_index=True)
     front = ["name", *label_columns, "seed"]
     history = history[front + [c for c in history.columns if c not in front]]
-    return GridResult(pd.DataFrame(run_rows), history)
+    return GridResult(pd.DataFrame(run_rows), history, nodes)
 
 
 @dataclass
@@ -201,24 +209,24 @@ class _GridTask:
         return row, history.assign(name=config["name"], **labels, seed=seed)
 
 
-_CURRENT_TASK: _GridTask | None = None
+def _run_jobs(task: _GridTask, jobs: list, workers: int, store, address) -> tuple[list, list]:
+    """`task` over `jobs` in order through `qnnlib.executor`, runs found in `store` skipped
+    and each finished run stored as soon as it comes home."""
+    keys = [None] * len(jobs)
+    if store:
+        data = grid_store.data_digest(task.splits)
+        wrappers = {"after_run": task.after_run, "context": task.context}
+        keys = [grid_store.run_key(config, seed, task.shared, wrappers, data) for config, seed in jobs]
+    found = [grid_store.load_run(store, key) if key else None for key in keys]
+    missing = [index for index, result in enumerate(found) if result is None]
 
-
-def _run_in_worker(job):
-    torch.set_num_threads(1)
-    return _CURRENT_TASK(job)
-
-
-def _map_runs(task: _GridTask, jobs: list, workers: int) -> list:
-    """`task` over `jobs` in order, in `workers` forked processes (or here, for 1)."""
-    global _CURRENT_TASK
-    workers = min(workers, len(jobs))
-    if workers == 1:
-        return [task(job) for job in jobs]
-    # Forked children inherit the task (data, callables) without pickling it.
-    _CURRENT_TASK = task
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_run_in_worker, jobs, chunksize=1)
-    finally:
-        _CURRENT_TASK = None
+    def keep(position, result):
+        if store:
+            grid_store.save_run(store, keys[missing[position]], *result)
+    outcome = executor.run_tasks(task, [jobs[i] for i in missing], workers, address=address,
+                                 names=[f"{jobs[i][0]['name']} seed={jobs[i][1]}" for i in missing],
+                                 on_result=keep)
+    nodes = ["stored"] * len(jobs)
+    for position, index in enumerate(missing):
+        found[index], nodes[index] = outcome.results[position], outcome.nodes[position]
+    return found, nodes

@@ -128,7 +128,10 @@ def execute(source: Path, executed: Path, parameters: dict, results: Path, progr
     run_id = uuid.uuid4().hex
     # The kernel inherits this process's environment: QNN_PIPELINE_RUN tells qnnpipeline.paths
     # that the pipeline runs the notebook, so it writes results (not scratch/, as interactively).
-    kernel_environment = {paths.PIPELINE_RUN: "1", "QNN_RESULTS_DIR": str(results), RUN_ID: run_id}
+    # QNN_GRID_STORE: run_grid keeps each finished run, so a rerun after an interruption
+    # trains only the runs still missing (qnnlib.grid_store; keys cover code and data).
+    kernel_environment = {paths.PIPELINE_RUN: "1", "QNN_RESULTS_DIR": str(results), RUN_ID: run_id,
+                          "QNN_GRID_STORE": str(paths.checkpoints() / "grids" / source.stem)}
     try:
         with environment(kernel_environment), numerics.pinned_environment(notebook_numerics(source)):
             papermill.execute_notebook(str(source), str(executed), parameters=parameters,

@@ -24,18 +24,17 @@ summary is stale, and the notebook and the claims table leave its numbers out.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
 from qnnlib.experiments import compare
 from qnnlib.provenance import provenance
 
-from . import cli, paths
+from . import paths
 from .params import read_document, train_section
+from .remote import run_sections
 from .runs import load_metrics, write_json
 
 COLUMNS = ["run", "seed", "name", "test_error_pct", "best_val_error_pct", "best_epoch", "epochs"]
@@ -60,18 +59,12 @@ def plan(config_path, section: str) -> tuple[dict, list[tuple[str, int, str]]]:
     return spec, triples
 
 
-def train_missing(config_path, triples, jobs: int) -> None:
-    """Train every (run, seed) whose output is not the run's own stage, `jobs` at a time."""
-    def train(triple):
-        run, seed, name = triple
-        command = [sys.executable, "-m", cli.__name__, "--config", str(config_path),
-                   "--section", run, "--set", f"train.seed={seed}", "--out-name", name]
-        if subprocess.run(command).returncode != 0:
-            raise RuntimeError(f"training {name} failed (command: {' '.join(command)})")
-
-    todo = [triple for triple in triples if triple[2] != triple[0]]
-    with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(train, todo))
+def train_missing(config_path, triples, jobs: int, address: str | None = None) -> None:
+    """Train every (run, seed) whose output is not the run's own stage, `jobs` at a time,
+    through `qnnlib.executor` (`remote.run_sections`)."""
+    runs = [(name, ["--section", run, "--set", f"train.seed={seed}", "--out-name", name])
+            for run, seed, name in triples if name != run]
+    run_sections(config_path, runs, workers=jobs, address=address)
 
 
 OWN_SEED_KEYS = ("test_error", "best_val_error", "best_epoch", "epochs", "config")  # what `claims.is_current` compares
@@ -107,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qnn-seeds", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="params.yaml")
     parser.add_argument("--section", default="mnist_seeds")
+    parser.add_argument("--ray-address", help="train on this Ray cluster (default: $RAY_ADDRESS, "
+                        "else a local Ray for jobs > 1)")
     parser.add_argument("--summarise-only", action="store_true",
                         help="train nothing: summarise the runs already trained")
     args = parser.parse_args(argv)
@@ -117,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qnn-seeds: error: {error}", file=sys.stderr)
         return 2
     if not args.summarise_only:
-        train_missing(args.config, triples, spec.get("jobs", 1))
+        train_missing(args.config, triples, spec.get("jobs", 1), args.ray_address)
     table, summary = summarise(triples)
     table.to_csv(paths.output("tables", f"{args.section}.csv"), index=False, float_format="%.4g")
     runs = list(summary)

@@ -1,0 +1,96 @@
+"""The executor's local default (a local Ray started on demand) against the fork `Pool` it
+replaced, on notebook 01's grid (params.yaml `binarization`: 4 configurations x 3 seeds,
+2 at a time), side by side in one run, start-up counted.
+
+    python benchmarks/executor.py [--rounds 1] [--out results/benchmarks/executor.json]
+
+Each round times the Pool and then the executor (a fresh local Ray each time: `ray.init`
+is inside the timing), and checks that both give the same numbers. The goal: the
+executor no more than 5 % slower. Writes a JSON report with provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import qnnpipeline  # noqa: E402,F401 (pinned numerics, as the notebooks)
+from qnnlib import data, executor, experiments  # noqa: E402
+from qnnlib.provenance import provenance  # noqa: E402
+from qnnpipeline import paths  # noqa: E402
+from qnnpipeline.params import notebook_params  # noqa: E402
+
+COMPARED = ["best_epoch", "best_val_error", "test_error", "final_val_error", "final_test_error"]
+
+
+def notebook_01_grid() -> tuple[list, dict, list, dict, int]:
+    """Notebook 01's configurations, data, seeds and training settings (its cell 15)."""
+    p = notebook_params("binarization")
+    modes = ("deterministic", "stochastic")
+    configs = [{"name": f"W{w[:3]}_A{a[:3]}", "weights": w, "activations": a,
+                "model": dict(hidden=p["hidden"], depth=p["depth"], weight_mode=w, act_mode=a,
+                              dropout_in=p["dropout_in"], dropout_hidden=p["dropout_hidden"])}
+               for w in modes for a in modes]
+    train = dict(epochs=p["epochs"], batch_size=p["batch_size"], lr_start=p["lr_start"], lr_end=p["lr_end"],
+                 n_train=p["n_train"], n_val=p["n_val"], n_test=p["n_test"], threads=p["threads"], progress=False)
+    splits = data.load_mnist(p["dataset"], root=paths.data())
+    return configs, splits, [p["seed"] + k for k in range(p["n_seeds"])], train, p["workers"]
+
+
+_TASK = None
+
+
+def _in_forked_worker(job):
+    import torch
+
+    torch.set_num_threads(1)
+    return _TASK(job)
+
+
+def with_fork_pool(configs, splits, seeds, train, workers) -> list:
+    """What run_grid did before the executor: forked single-threaded processes."""
+    global _TASK
+    _TASK = experiments._GridTask(splits, dict(train), None, None, False)
+    jobs = [(config, seed) for config in configs for seed in seeds]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return [row for row, _ in pool.map(_in_forked_worker, jobs, chunksize=1)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--out", default=str(paths.results_dir() / "benchmarks" / "executor.json"))
+    args = parser.parse_args(argv)
+    configs, splits, seeds, train, workers = notebook_01_grid()
+    start, rounds = time.perf_counter(), []
+    for round_number in range(args.rounds):
+        clock = time.perf_counter()
+        pool_rows = with_fork_pool(configs, splits, seeds, train, workers)
+        pool_s = time.perf_counter() - clock
+        executor.shutdown()  # a fresh local Ray: its start-up is part of the timing
+        clock = time.perf_counter()
+        grid = experiments.run_grid(configs, splits, seeds=seeds, train=train, workers=workers, store=None)
+        ray_s = time.perf_counter() - clock
+        same = all(grid.runs.iloc[i][key] == row[key] for i, row in enumerate(pool_rows) for key in COMPARED)
+        rounds.append({"pool_s": round(pool_s, 2), "executor_s": round(ray_s, 2),
+                       "ratio": round(ray_s / pool_s, 4), "same_numbers": bool(same)})
+        print(f"round {round_number + 1}: fork Pool {pool_s:.1f} s, executor (local Ray) {ray_s:.1f} s, "
+              f"ratio {ray_s / pool_s:.3f}, same numbers: {same}")
+    executor.shutdown()
+    report = {"grid": "notebook 01 (params.yaml binarization)", "runs": len(configs) * len(seeds),
+              "workers": workers, "goal": "executor / Pool <= 1.05, start-up counted", "rounds": rounds,
+              "provenance": provenance(threads=1, wall_seconds=time.perf_counter() - start)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0 if all(r["same_numbers"] for r in rounds) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
