@@ -25,6 +25,7 @@ by name (`TasksFailed`) after every other task has finished, and their results a
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,15 @@ class Outcome:
 
 def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
+
+
+def _import_ray():
+    """`import ray`, without the notice it logs when imported in a notebook kernel (it
+    would land in the notebook's stderr, which nbval compares)."""
+    logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
+    import ray
+
+    return ray
 
 
 def run_tasks(function: Callable, jobs: Sequence, workers: int = 1, *, names: Sequence[str] | None = None,
@@ -97,8 +107,7 @@ def _serial(function, jobs, on_result) -> Outcome:
 
 def _task(function, job):
     """What a Ray worker runs: the job, single-threaded, and the node it ran on."""
-    import ray
-
+    ray = _import_ray()
     return _single_threaded(function, job), ray.get_runtime_context().get_node_id()
 
 
@@ -109,12 +118,12 @@ def _environment() -> dict[str, str]:
 
 
 def _connect(workers: int, address: str | None):
-    import ray
-
+    ray = _import_ray()
     if ray.is_initialized():
         return ray
-    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-               "runtime_env": {"env_vars": _environment()}}
+    # Errors only: Ray's start-up notices would land in notebooks' stderr (nbval compares it)
+    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
+               "logging_level": logging.ERROR, "runtime_env": {"env_vars": _environment()}}
     if address is None:  # a local Ray, started here: one CPU per run, `workers` at once
         ray.init(num_cpus=workers, **options)
     else:
@@ -150,7 +159,6 @@ def _on_ray(function, jobs, workers, names, address, gpus, on_result) -> Outcome
 def shutdown() -> None:
     """Stop the local Ray this process started (or disconnect from a cluster)."""
     if ray_available():
-        import ray
-
+        ray = _import_ray()
         if ray.is_initialized():
             ray.shutdown()
