@@ -6,9 +6,10 @@ Introduced for the experiment grids (`experiments.run_grid`, notebooks 01-04); t
 
 - **Serial, in this process** when one worker is asked for and no cluster is named, or
   when Ray is not installed: the numerical core needs nothing beyond torch.
-- **A local Ray**, started on demand, when several workers are asked for: one CPU per
-  task, as many CPUs as workers, no dashboard. It stays up for the next grid of this
-  process.
+- **A local Ray**, started on demand, when several workers are asked for: this process
+  trains one run at a time while Ray starts and then alongside it, and the local Ray
+  (one CPU per task, `workers - 1` CPUs, no dashboard) trains the others. It stays up
+  for the next grid of this process.
 - **A Ray cluster** when given its address (`address=`, or Ray's own `RAY_ADDRESS`):
   tasks go wherever the cluster has a free CPU, or a GPU for tasks that ask for one
   (`gpus=1`: Ray sets CUDA_VISIBLE_DEVICES).
@@ -27,6 +28,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -85,6 +88,8 @@ def run_tasks(function: Callable, jobs: Sequence, workers: int = 1, *, names: Se
     on_result = on_result or (lambda index, result: None)
     if (workers == 1 and address is None) or not jobs or not ray_available():
         return _serial(function, jobs, on_result)
+    if address is None and not gpus:
+        return _here_and_on_local_ray(function, jobs, workers, names, on_result)
     return _on_ray(function, jobs, workers, names, address, gpus, on_result)
 
 
@@ -117,18 +122,96 @@ def _environment() -> dict[str, str]:
     return {numerics.ENV: name, **numerics.PROFILES[name]}
 
 
+_OWNER: dict = {}  # the thread that started the local Ray, and how to release it
+
+
 def _connect(workers: int, address: str | None):
+    """Ray, connected: to the cluster at `address`, or to a local Ray of `workers` CPUs
+    (started here on first use). A local Ray is started from a thread that lives as long
+    as it does: Ray's processes end when the thread that started them ends."""
     ray = _import_ray()
     if ray.is_initialized():
         return ray
     # Errors only: Ray's start-up notices would land in notebooks' stderr (nbval compares it)
     options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
-               "logging_level": logging.ERROR, "runtime_env": {"env_vars": _environment()}}
-    if address is None:  # a local Ray, started here: one CPU per run, `workers` at once
-        ray.init(num_cpus=workers, **options)
-    else:
-        ray.init(address=address, **options)
+               "logging_level": logging.ERROR}
+    if address is not None:  # a cluster's workers get this process's numeric settings
+        ray.init(address=address, runtime_env={"env_vars": _environment()}, **options)
+        return ray
+    started, release, errors = threading.Event(), threading.Event(), []
+
+    def own():
+        try:  # one CPU per run; its workers inherit this process's environment
+            ray.init(address="local", num_cpus=workers, **options)  # never a cluster found here
+        except Exception as error:  # reported to the caller below
+            errors.append(error)
+        started.set()
+        release.wait()
+
+    _OWNER.update(thread=threading.Thread(target=own, name="local-ray", daemon=True), release=release)
+    _OWNER["thread"].start()
+    started.wait()
+    if errors:
+        raise errors[0]
     return ray
+
+
+def _here_and_on_local_ray(function, jobs, workers, names, on_result) -> Outcome:
+    """`workers` runs at once: this process trains one (so Ray's start-up, seconds on a
+    small machine, overlaps useful work) and a local Ray with `workers - 1` CPUs the rest."""
+    queue, lock = list(range(len(jobs))), threading.Lock()
+    results, nodes, failures, stop = [None] * len(jobs), ["local"] * len(jobs), {}, threading.Event()
+
+    def next_job():
+        with lock:
+            return queue.pop(0) if queue and not stop.is_set() else None
+
+    def finished(index, result, node):
+        with lock:
+            results[index], nodes[index] = result, node
+            on_result(index, result)
+
+    def dispatch():
+        ray = _connect(workers - 1, None)
+        remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_task)
+        shared, running = ray.put(function), {}
+        while True:
+            while len(running) < workers - 1 and (index := next_job()) is not None:
+                running[remote.remote(shared, jobs[index])] = index
+            if not running:
+                return
+            done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            for reference in done:
+                index = running.pop(reference)
+                try:
+                    finished(index, *ray.get(reference))
+                except ray.exceptions.RayError as error:
+                    failures[names[index]] = str(error).strip().splitlines()[-1][:300]
+            if stop.is_set():
+                for reference in running:
+                    ray.cancel(reference, force=True)
+                return
+
+    def dispatch_or_warn():
+        try:
+            dispatch()
+        except Exception as error:  # this process goes on alone: slower, same numbers
+            warnings.warn(f"the local Ray could not train ({type(error).__name__}: {error}); "
+                          "the runs left train here, one at a time", RuntimeWarning)
+
+    dispatcher = threading.Thread(target=dispatch_or_warn, name="ray-dispatch", daemon=True)
+    dispatcher.start()
+    try:
+        while (index := next_job()) is not None:
+            finished(index, _single_threaded(function, jobs[index]), "local")
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        dispatcher.join()
+    if failures:
+        raise TasksFailed(failures)
+    return Outcome(results, nodes)
 
 
 def _on_ray(function, jobs, workers, names, address, gpus, on_result) -> Outcome:
@@ -162,3 +245,6 @@ def shutdown() -> None:
         ray = _import_ray()
         if ray.is_initialized():
             ray.shutdown()
+    if _OWNER:
+        _OWNER.pop("release").set()
+        _OWNER.pop("thread").join()

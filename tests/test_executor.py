@@ -149,3 +149,30 @@ def test_on_ray_a_failed_task_is_named_after_the_others_finish(cluster):
         executor.run_tasks(fails_on_two, [1, 2, 3], workers=2, address=cluster,
                            names=["first", "second", "third"], on_result=kept.__setitem__)
     assert kept == {0: 10, 2: 30} and list(failed.value.failures) == ["second"]
+
+
+LOCAL_DEFAULT = """
+import sys
+sys.path.insert(0, "tests")
+import qnnpipeline
+from qnnlib import executor, experiments
+from support import synthetic_splits
+from test_executor import CONFIGS, TRAIN, same_numbers
+splits, longer = synthetic_splits(300), {**TRAIN, "epochs": 3}
+reference = experiments.run_grid(CONFIGS, splits, seeds=(0, 1, 2, 3), train=longer, workers=1)
+experiments.run_grid(CONFIGS, splits, seeds=(0, 1), train=TRAIN, workers=2)  # the local Ray starts
+both = experiments.run_grid(CONFIGS, splits, seeds=(0, 1, 2, 3), train=longer, workers=2)
+executor.shutdown()
+print("here:", "local" in both.nodes, "ray:", bool(set(both.nodes) - {"local"}), "same:", same_numbers(both, reference))
+"""
+
+
+@pytest.mark.slow
+def test_the_local_default_trains_here_and_on_a_local_ray():
+    """Several workers, no cluster: this process trains while a local Ray starts, then
+    both train; the same numbers as the serial run. In a fresh process: the local Ray is
+    the first Ray it starts."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", LOCAL_DEFAULT], cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    assert "here: True ray: True same: True" in result.stdout, result.stdout + result.stderr[-3000:]
