@@ -47,7 +47,7 @@ __all__ = ["COMPUTATION_MODULES", "code_identity", "data_fingerprint", "run_sign
 # (a test checks that the modules a run can execute import no other qnnlib module).
 COMPUTATION_MODULES = ("quantize_ops", "quantizers", "layers", "models", "train_config", "determinism",
                        "checkpoints", "training", "shift", "accumulator_formats", "accumulators",
-                       "experiments", "statistics",
+                       "experiments", "statistics", "executor", "grid_store", "numerics",
                        "gpu/__init__", "gpu/graphed_training")
 
 
