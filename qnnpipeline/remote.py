@@ -19,7 +19,7 @@ from pathlib import Path
 from qnnlib import executor
 
 from . import paths
-from .runs import run_files
+from .runs import run_files, write_temporary
 
 __all__ = ["SectionJob", "train_section", "run_sections"]
 
@@ -69,15 +69,13 @@ def _reads(path: str) -> str | None:
 
 def bring_home(name: str, files: dict[str, bytes] | None) -> None:
     """Write a run's files from another node into this checkout (in `run_files` order:
-    weights, description, history, metrics last), each through a temporary file."""
+    weights, description, history, metrics last), each through a temporary file; None:
+    the run trained in this checkout, nothing to write."""
+    if files is None:
+        return
     for key, path in run_files(name).items():
-        if files is None:
-            return
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "wb") as file:
-            file.write(files[key])
-        os.replace(temporary, path)
+        os.replace(write_temporary(path, lambda file, data=files[key]: file.write(data)), path)
 
 
 def _home_folders():

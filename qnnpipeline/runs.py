@@ -32,7 +32,7 @@ def load_json(path) -> dict | None:
 def write_json(path: Path, value: dict) -> Path:
     """Write `value` as indented JSON through a uniquely named temporary file (no
     half-written file, and no two writers sharing one)."""
-    os.replace(_write_temporary(path, lambda file: file.write(_json_bytes(value))), path)
+    os.replace(write_temporary(path, lambda file: file.write(_json_bytes(value))), path)
     return path
 
 
@@ -130,7 +130,7 @@ def save_run(result, config: dict, name: str, wall_seconds: float | None = None)
     try:
         for key, write in writers.items():  # dict order: metrics last
             targets[key].parent.mkdir(parents=True, exist_ok=True)
-            staged[key] = _write_temporary(targets[key], write)
+            staged[key] = write_temporary(targets[key], write)
         for key in writers:
             os.replace(staged.pop(key), targets[key])
     finally:
@@ -143,7 +143,7 @@ def _json_bytes(value: dict) -> bytes:
     return (json.dumps(value, indent=2) + "\n").encode()
 
 
-def _write_temporary(target: Path, write) -> Path:
+def write_temporary(target: Path, write) -> Path:
     """`write(file)` into a new uniquely named file beside `target` (mode 0644 less the
     umask, as other files), flushed to disk; its path."""
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
