@@ -48,6 +48,7 @@ __all__ = ["COMPUTATION_MODULES", "code_identity", "data_fingerprint", "run_sign
 COMPUTATION_MODULES = ("quantize_ops", "quantizers", "layers", "models", "train_config", "determinism",
                        "checkpoints", "training", "shift", "accumulator_formats", "accumulators",
                        "experiments", "statistics", "executor", "grid_store", "numerics",
+                       "ordered_linear", "ordered_matmul", "vector_ir",
                        "gpu/__init__", "gpu/graphed_training")
 
 

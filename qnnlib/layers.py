@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ordered_linear import MATMULS, ordered_linear
 from .quantizers import Sign, StochasticSign, get_quantizer
 
 __all__ = [
@@ -38,6 +39,8 @@ class QuantLinear(nn.Linear):
     Gradient: reaches the real W through q's straight-through estimator.
     `self.weight` is W, initialised U(-init_range, init_range) (the authors' code:
     U(-1, 1) for binary weights); the bias starts at zero and is not quantized.
+    `matmul="ordered"` computes the products with sums in a fixed order, the same bits
+    on every CPU (`qnnlib.ordered_linear`); "torch" (default) uses torch's BLAS.
     """
 
     # Class default so nn.Linear.__init__'s call to reset_parameters works before
@@ -45,8 +48,11 @@ class QuantLinear(nn.Linear):
     init_range: float = 1.0
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 weight_quantizer="sign", init_range: float = 1.0):
+                 weight_quantizer="sign", init_range: float = 1.0, matmul: str = "torch"):
         super().__init__(in_features, out_features, bias=bias)
+        if matmul not in MATMULS:
+            raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
+        self.matmul = matmul
         self.init_range = float(init_range)
         self.weight_quantizer = get_quantizer(weight_quantizer)
         self.reset_parameters()
@@ -62,6 +68,8 @@ class QuantLinear(nn.Linear):
         return self.weight_quantizer(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.matmul == "ordered":
+            return ordered_linear(x, self.quantized_weight(), self.bias)
         return F.linear(x, self.quantized_weight(), self.bias)
 
     @property
@@ -76,7 +84,8 @@ class QuantLinear(nn.Linear):
         return self
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", init_range={self.init_range}"
+        ordered = ", matmul=ordered" if self.matmul == "ordered" else ""
+        return super().extra_repr() + f", init_range={self.init_range}{ordered}"
 
 
 class BinaryLinear(QuantLinear):

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from qnnlib.bitpack import pack_bits, unpack_bits
 from qnnlib.kernels import PackedWeights, prepare_weights, xnor_gemm
-from qnnlib.kernels.vector_ir import target_features
+from qnnlib.vector_ir import target_features
 
 
 def random_signs(rng, shape):

@@ -28,7 +28,7 @@ import numpy as np
 
 from qnnlib.bitpack import words_for
 from qnnlib.kernels import checks, cpu, nibble
-from qnnlib.kernels.vector_ir import target_features
+from qnnlib.vector_ir import target_features
 
 __all__ = ["PackedWeights", "PixelLayer", "XnorLayer", "numba_threads", "prepare_weights",
            "xnor_gemm"]

@@ -9,7 +9,7 @@ pixels of one row, x^n its n-th bit-plane (0/1) and w+ the 0/1 mask of W_b = +1:
 an exact integer. The output is the next layer's packed bits (t >= T) XOR flip.
 
 Same scheme as the GEMM (`qnnlib.kernels.cpu`), with the same vector-IR pieces
-(`qnnlib.kernels.vector_ir`): the masks w+ are `pack_bits(W_b)` in the GEMM's panel
+(`qnnlib.vector_ir`): the masks w+ are `pack_bits(W_b)` in the GEMM's panel
 layout, one plane word of a row is broadcast against a panel, and each `<8 x i64>`
 accumulator holds 8 columns. The plane weights 2^n come from Horner's rule: walk the
 planes from the most significant down and double the accumulators before each plane, so
@@ -23,7 +23,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from qnnlib.bitpack import WORD_BITS
-from qnnlib.kernels.vector_ir import (I64, LANES, V64, accumulate_popcounts, c_array, fire_bits,
+from qnnlib.vector_ir import (I64, LANES, V64, accumulate_popcounts, c_array, fire_bits,
                                       is_c_array, lane_flips, lane_thresholds, panel_pointers,
                                       splat, zero_accumulators)
 

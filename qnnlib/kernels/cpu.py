@@ -21,7 +21,7 @@ still exact, only slower; on AVX2, `xnor_gemm` therefore runs the nibble-table k
 (`qnnlib.kernels.nibble`) for all but a few rows.
 
 Why hand-written vector IR, and the pieces it shares with the bit-plane kernel: see
-`qnnlib.kernels.vector_ir`.
+`qnnlib.vector_ir`.
 
 Blocking and threads. Work is split into units of (a chunk of rows of A) x (64 columns
 = 8 panels = one word of the packed epilogue). The row chunk is sized so that its part
@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
 
-from qnnlib.kernels.vector_ir import (I32, I64, LANES, V32, accumulate_popcounts, c_array, fire_bits,
+from qnnlib.vector_ir import (I32, I64, LANES, V32, accumulate_popcounts, c_array, fire_bits,
                                       is_c_array, lane_flips, lane_thresholds, panel_pointers,
                                       splat, zero_accumulators)
 

@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from qnnlib.kernels.cpu import work_unit
-from qnnlib.kernels.vector_ir import (I8, I32, I64, fire_bits, is_c_array, lane_flips,
+from qnnlib.vector_ir import (I8, I32, I64, fire_bits, is_c_array, lane_flips,
                                       lane_thresholds)
 
 GROUP = 32  # columns per ymm of nibbles

@@ -1,6 +1,9 @@
-"""LLVM vector-IR pieces shared by the hand-written CPU kernels (`cpu`, `bitplane`).
+"""LLVM vector-IR pieces shared by the hand-written CPU kernels: the XNOR ones
+(`qnnlib.kernels.cpu`, `bitplane`, `nibble`) and the ordered float product
+(`qnnlib.ordered_matmul`), which lives outside the kernels package so that a training
+run imports only what it executes.
 
-Both kernels keep B in the column-panel layout of `cpu.prepare_panels`: one `<8 x i64>`
+The XNOR kernels keep B in the column-panel layout of `cpu.prepare_panels`: one `<8 x i64>`
 load brings word w of 8 consecutive columns, one word of A (or of a pixel bit-plane) is
 broadcast to all 8 lanes, combined with it (XOR for ±1 dots, AND for 0/1 masks),
 popcounted and added to an accumulator holding 8 output columns. Written as scalar Numba
