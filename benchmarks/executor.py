@@ -6,12 +6,17 @@ replaced, on notebook 01's grid (params.yaml `binarization`: 4 configurations x 
 
 Each round times the Pool and then the executor (a fresh local Ray each time: `ray.init`
 is inside the timing), and checks that both give the same numbers. The goal: the
-executor no more than 5 % slower. Writes a JSON report with provenance.
+executor no more than 5 % slower. It also records the summed time of the runs themselves
+under each (`*_run_s`): the wall-time ratio minus that ratio is start-up and the
+imbalance of the last runs. Before the rounds it times a local Ray's start-up on its own
+(`ray.init` as the executor calls it, on an otherwise idle machine) and counts the
+processes it starts and the CPU time they take. Writes a JSON report with provenance.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import sys
 import time
@@ -61,6 +66,27 @@ def with_fork_pool(configs, splits, seeds, train, workers) -> list:
         return [row for row, _ in pool.map(_in_forked_worker, jobs, chunksize=1)]
 
 
+def ray_startup(settle_s: float = 5.0) -> dict:
+    """Seconds to `import ray` and to `ray.init` a local Ray of one CPU with the executor's
+    options; then, after `settle_s`, the processes it started and their CPU seconds."""
+    import psutil
+
+    clock = time.perf_counter()
+    import ray
+
+    imported = time.perf_counter()
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    started = time.perf_counter()
+    time.sleep(settle_s)
+    children = psutil.Process().children(recursive=True)
+    cpu_s = sum(sum(child.cpu_times()[:2]) for child in children if child.is_running())
+    ray.shutdown()
+    return {"import_s": round(imported - clock, 2), "init_s": round(started - imported, 2),
+            "processes": len(children), "their_cpu_s_after_settle": round(cpu_s, 2),
+            "settle_s": settle_s}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
@@ -68,6 +94,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     configs, splits, seeds, train, workers = notebook_01_grid()
     start, rounds = time.perf_counter(), []
+    startup = ray_startup()
+    print(f"local Ray start-up: import {startup['import_s']} s, init {startup['init_s']} s, "
+          f"{startup['processes']} processes, {startup['their_cpu_s_after_settle']} CPU-s")
     for round_number in range(args.rounds):
         clock = time.perf_counter()
         pool_rows = with_fork_pool(configs, splits, seeds, train, workers)
@@ -78,12 +107,17 @@ def main(argv=None) -> int:
         ray_s = time.perf_counter() - clock
         same = all(grid.runs.iloc[i][key] == row[key] for i, row in enumerate(pool_rows) for key in COMPARED)
         rounds.append({"pool_s": round(pool_s, 2), "executor_s": round(ray_s, 2),
-                       "ratio": round(ray_s / pool_s, 4), "same_numbers": bool(same)})
+                       "ratio": round(ray_s / pool_s, 4), "same_numbers": bool(same),
+                       "pool_run_s": round(sum(row["seconds"] for row in pool_rows), 2),
+                       "executor_run_s": round(float(grid.runs["seconds"].sum()), 2)})
         print(f"round {round_number + 1}: fork Pool {pool_s:.1f} s, executor (local Ray) {ray_s:.1f} s, "
               f"ratio {ray_s / pool_s:.3f}, same numbers: {same}")
     executor.shutdown()
+    ratios = sorted(r["ratio"] for r in rounds)
     report = {"grid": "notebook 01 (params.yaml binarization)", "runs": len(configs) * len(seeds),
-              "workers": workers, "goal": "executor / Pool <= 1.05, start-up counted", "rounds": rounds,
+              "ratio_min_median_max": [ratios[0], ratios[len(ratios) // 2], ratios[-1]],
+              "workers": workers, "goal": "executor / Pool <= 1.05, start-up counted",
+              "ray_startup_idle": startup, "rounds": rounds,
               "provenance": provenance(threads=1, wall_seconds=time.perf_counter() - start)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,10 @@ Writes results/benchmarks/train_step.json (one entry per device, with the machin
 measures instead what the pinned numerics cost (README, "Reproducibility"): the budget
 nets' training step (784-2048x3-10, batch 100, one thread) in two worker processes, one
 with the pinned profile and one native (the settings apply per process), their steps
-timed in alternation. s/epoch is derived as 500 steps (50,000 images / batch 100) times
-the median step, evaluation left out. Writes results/reproducibility/numerics_cost.json
+timed in alternation, and a fourth worker with the pinned profile whose nets compute their
+products with the ordered kernel (`model.matmul: ordered`, `qnnlib.ordered_matmul`).
+s/epoch is derived as 500 steps (50,000 images / batch 100) times the median step,
+evaluation left out. Writes results/reproducibility/numerics_cost.json
 (committed: the README quotes it).
 """
 from __future__ import annotations
@@ -47,7 +49,9 @@ STEPS_PER_EPOCH = 50_000 // 100
 # candidate (MKL's AVX2 branch: free, but on non-Intel CPUs MKL runs AUTO instead).
 CANDIDATES = {"portable": numerics.PROFILES["portable"], "native": {},
               "avx2-branch": {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2",
-                              "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+                              "ONEDNN_MAX_CPU_ISA": "AVX2"},
+              "portable-ordered": numerics.PROFILES["portable"]}
+MATMUL = {"portable-ordered": "ordered"}  # the products' kernel per candidate (default torch)
 
 
 def make_stepper(model, device, batch_size, clip):
@@ -85,11 +89,12 @@ def measure(device, hidden, depth, batch_size, repeats, steps, warmup) -> dict:
     }
 
 
-def serve_steps(kind: str, hidden: int) -> None:
+def serve_steps(kind: str, hidden: int, matmul: str = "torch") -> None:
     """Worker: build the net, then one training step per line read from stdin."""
     torch.set_num_threads(1)
     seed_everything(0)
-    model = mnist_mlp(hidden=hidden) if kind == "bnn" else full_precision_mlp(hidden=hidden)
+    build = mnist_mlp if kind == "bnn" else full_precision_mlp
+    model = build(hidden=hidden, matmul=matmul)
     step = make_stepper(model, torch.device("cpu"), 100, clip=kind == "bnn")
     print(json.dumps(numerics.settings()), flush=True)
     for _ in sys.stdin:
@@ -103,9 +108,10 @@ class StepWorker:
     def __init__(self, name: str, kind: str, hidden: int):
         env = {key: value for key, value in os.environ.items()
                if key not in numerics.PROFILES["portable"]}
-        env |= {numerics.ENV: "portable" if name == "portable" else "native", **CANDIDATES[name]}
+        env |= {numerics.ENV: "portable" if name.startswith("portable") else "native", **CANDIDATES[name]}
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", kind, "--hidden", str(hidden)],
+            [sys.executable, __file__, "--worker", kind, "--hidden", str(hidden),
+             "--matmul", MATMUL.get(name, "torch")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.settings = json.loads(self.process.stdout.readline())
 
@@ -131,7 +137,7 @@ def measure_numerics(hidden: int, repeats: int) -> dict:
         finally:
             for worker in workers.values():
                 worker.close()
-        entry = {profile: {"numerics": workers[profile].settings,
+        entry = {profile: {"numerics": workers[profile].settings, "matmul": MATMUL.get(profile, "torch"),
                            "ms_per_step": {"min": round(1e3 * min(t.samples_s), 2),
                                            "median": round(1e3 * t.median_s, 2),
                                            "max": round(1e3 * max(t.samples_s), 2)},
@@ -160,9 +166,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--numerics", action="store_true",
                         help="pinned vs native numerics on the budget nets (hidden 2048 unless given)")
     parser.add_argument("--worker", choices=["bnn", "full_precision"], help=argparse.SUPPRESS)
+    parser.add_argument("--matmul", default="torch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return serve_steps(args.worker, args.hidden)
+        return serve_steps(args.worker, args.hidden, args.matmul)
     if args.numerics:
         hidden = args.hidden if args.hidden != 4096 else 2048
         report = measure_numerics(256 if args.quick else hidden, 2 if args.quick else args.repeats)

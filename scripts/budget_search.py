@@ -63,7 +63,7 @@ def run(round_and_name: tuple[int, str]) -> pd.DataFrame:
     settings = {**BASE_TRAIN, **train_overrides}
     model = seeded_model({**BASE_MODEL, **model_overrides}, settings["seed"])
     result = train(model, load_mnist(root="data"), TrainConfig.from_dict(settings))
-    history = result.history[["epoch", "lr", "train_error", "val_error", "seconds"]]
+    history = result.history[["epoch", "lr", "train_error", "val_error"]]
     return history.assign(round=round_number, candidate=name, seed=settings["seed"],
                           **{**BASE_MODEL, **model_overrides})
 

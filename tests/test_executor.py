@@ -1,11 +1,14 @@
 """qnnlib.executor and run_grid on it: serial, a local Ray, and a real two-node Ray cluster
 on this machine (two `ray start` processes on the loopback), checked against the serial
 run bit for bit (issue 20)."""
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -79,32 +82,52 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _processes_of(cluster: dict) -> list:
+    """The processes of the test cluster and their children, such as its workers: its
+    daemons name its directory or its address in their command lines."""
+    marks, found = (cluster["temp_dir"], cluster["address"]), {}
+    for process in psutil.process_iter(["cmdline"]):
+        if any(mark in part for part in process.info["cmdline"] or [] for mark in marks):
+            for member in [process, *process.children(recursive=True)]:
+                found[member.pid] = member
+    return list(found.values())
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A Ray head and a second Ray node on this machine, one CPU each, stopped afterwards.
     Both listen on the loopback only, so the test runs them without Ray's token
     authentication (a driver reads its token settings when it imports ray, before
-    this fixture could give it one)."""
+    this fixture could give it one). They keep their files in a directory of their own,
+    by which the tests find their processes: a Ray that something else runs on this
+    machine (a `dvc repro` beside the tests) is never touched (`ray stop` would stop it)."""
     executor.shutdown()
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="qnn-test-ray-")  # short: Ray's socket paths must fit
     base = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
     subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                    "--include-dashboard=false", *common], env=base, check=True, capture_output=True, timeout=120)
+                    f"--temp-dir={temp_dir}", "--include-dashboard=false", *common],
+                   env=base, check=True, capture_output=True, timeout=120)
     address = f"127.0.0.1:{port}"
     try:
         subprocess.run([ray_cli, "start", f"--address={address}", "--node-ip-address=127.0.0.1", *common],
                        env=base, check=True, capture_output=True, timeout=120)
-        yield address
+        yield {"address": address, "temp_dir": temp_dir}
     finally:
         executor.shutdown()
-        subprocess.run([ray_cli, "stop", "--force"], env=base, capture_output=True, timeout=120)
+        processes = _processes_of({"address": address, "temp_dir": temp_dir})
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(processes, timeout=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_a_grid_on_two_nodes_equals_the_serial_run(splits, serial, cluster, tmp_path):
-    on_cluster = grid(splits, workers=2, address=cluster, store=tmp_path)
+    on_cluster = grid(splits, workers=2, address=cluster["address"], store=tmp_path)
     assert len(set(on_cluster.nodes)) == 2  # both nodes trained
     assert same_numbers(on_cluster, serial)
     assert len(list(tmp_path.glob("*.json"))) == 4  # every run came home as it finished
@@ -112,25 +135,26 @@ def test_a_grid_on_two_nodes_equals_the_serial_run(splits, serial, cluster, tmp_
 
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_finished_run(splits, serial, cluster, tmp_path):
-    """SIGKILL one busy Ray worker mid-grid: its run is retried, the grid completes, and
-    every run equals the serial one."""
+    """SIGKILL one busy Ray worker of the test cluster mid-grid: its run is retried, the
+    grid completes, and every run equals the serial one."""
     killed = []
 
     def kill_one_busy_worker():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            for process in psutil.process_iter(["cmdline"]):
-                if any("ray::_task" in part for part in process.info["cmdline"] or []):
-                    process.send_signal(signal.SIGKILL)
-                    killed.append(process.pid)
-                    return
+            for process in _processes_of(cluster):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if any("ray::_task" in part for part in process.cmdline()):
+                        process.send_signal(signal.SIGKILL)
+                        killed.append(process.pid)
+                        return
             time.sleep(0.05)
 
     slow = {**TRAIN, "epochs": 3}
     killer = threading.Thread(target=kill_one_busy_worker)
     killer.start()
     result = experiments.run_grid(CONFIGS, splits, seeds=(0, 1), train=slow, workers=2,
-                                  address=cluster, store=tmp_path)
+                                  address=cluster["address"], store=tmp_path)
     killer.join()
     reference = experiments.run_grid(CONFIGS, splits, seeds=(0, 1), train=slow, workers=1)
     assert killed and same_numbers(result, reference)
@@ -146,7 +170,7 @@ def test_on_ray_a_failed_task_is_named_after_the_others_finish(cluster):
 
     kept = {}
     with pytest.raises(executor.TasksFailed, match="second: .*bad job") as failed:
-        executor.run_tasks(fails_on_two, [1, 2, 3], workers=2, address=cluster,
+        executor.run_tasks(fails_on_two, [1, 2, 3], workers=2, address=cluster["address"],
                            names=["first", "second", "third"], on_result=kept.__setitem__)
     assert kept == {0: 10, 2: 30} and list(failed.value.failures) == ["second"]
 
