@@ -32,8 +32,8 @@ from numba.extending import intrinsic
 
 from qnnlib.vector_ir import I32, I64, c_array, is_c_array, target_features
 
-# Tile shapes by target (measured on a Zen 4 EPYC: 80-84 GFLOP/s per core with AVX-512,
-# against 24 for MKL's portable branch). They change the speed, never the bits.
+# Tile shapes by target, chosen by timing a few on a Zen 4 EPYC (the whole training step:
+# `benchmarks/train_step.py --numerics`). They change the speed, never the bits.
 FLOATS = 16 if "avx512f" in target_features() else 8  # lanes of one vector register
 VECTORS = 3 if FLOATS == 16 else 2  # vectors per panel row
 PANEL = VECTORS * FLOATS  # columns per panel
