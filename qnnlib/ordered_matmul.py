@@ -154,6 +154,9 @@ def _ordered_panels(a, panels, out):
 
 def ordered_matmul_panels(a: np.ndarray, panels: np.ndarray, n: int) -> np.ndarray:
     """A (M, K) @ B for B given as `prepare_panels(B)` with N columns: float32 (M, N)."""
+    if panels.ndim != 3 or panels.shape[1] != a.shape[1] or panels.shape[2] != PANEL \
+            or not 0 <= n <= panels.shape[0] * PANEL:  # the kernel reads without bounds checks
+        raise ValueError(f"panels {panels.shape} do not hold B ({a.shape[1]}, {n}) for A {a.shape}")
     m = a.shape[0]
     if a.shape[1] == 0:  # an empty sum
         return np.zeros((m, n), np.float32)

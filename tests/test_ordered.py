@@ -73,6 +73,8 @@ def test_rejects_bad_operands():
         ordered_matmul(a.astype(np.float64), b)
     with pytest.raises(TypeError, match="float32"):
         prepare_panels(b[0])
+    with pytest.raises(ValueError, match="do not hold B"):
+        ordered.ordered_matmul_panels(a, prepare_panels(b[:5]), 5)
 
 
 @pytest.mark.parametrize("batch, out", [(7, 33), (40, 10)])  # both orientations of the forward
