@@ -132,37 +132,47 @@ def prepare_panels(b: np.ndarray) -> np.ndarray:
 
 
 @_jit
-def _ordered_panels(a, panels, out):
+def _ordered_panels(a, panels, out, ragged):
     m, k = a.shape
+    n = out.shape[1]
     for p in range(panels.shape[0]):
-        col = p * PANEL
+        # whole panels go straight into `out`; a ragged last one into `ragged`, then the
+        # columns that exist are copied over, so `out` is (M, N) with no padding
+        target, col = (out, p * PANEL) if (p + 1) * PANEL <= n else (ragged, 0)
         for k0 in range(0, k, K_BLOCK):
             k1 = min(k, k0 + K_BLOCK)
             r = 0
             while r + ROWS <= m:
                 if k0 == 0:
-                    _tile_first(a, r, panels, p, k0, k1, out, col)
+                    _tile_first(a, r, panels, p, k0, k1, target, col)
                 else:
-                    _tile(a, r, panels, p, k0, k1, out, col)
+                    _tile(a, r, panels, p, k0, k1, target, col)
                 r += ROWS
             for rest in range(r, m):
                 if k0 == 0:
-                    _tile_row_first(a, rest, panels, p, k0, k1, out, col)
+                    _tile_row_first(a, rest, panels, p, k0, k1, target, col)
                 else:
-                    _tile_row(a, rest, panels, p, k0, k1, out, col)
+                    _tile_row(a, rest, panels, p, k0, k1, target, col)
+        if (p + 1) * PANEL > n:
+            for row in range(m):
+                for j in range(n - p * PANEL):
+                    out[row, p * PANEL + j] = ragged[row, j]
 
 
 def ordered_matmul_panels(a: np.ndarray, panels: np.ndarray, n: int) -> np.ndarray:
-    """A (M, K) @ B for B given as `prepare_panels(B)` with N columns: float32 (M, N)."""
+    """A (M, K) @ B for B given as `prepare_panels(B)` with N columns: float32 (M, N),
+    C-contiguous."""
     if panels.ndim != 3 or panels.shape[1] != a.shape[1] or panels.shape[2] != PANEL \
             or not 0 <= n <= panels.shape[0] * PANEL:  # the kernel reads without bounds checks
         raise ValueError(f"panels {panels.shape} do not hold B ({a.shape[1]}, {n}) for A {a.shape}")
     m = a.shape[0]
     if a.shape[1] == 0:  # an empty sum
         return np.zeros((m, n), np.float32)
-    out = np.empty((m, panels.shape[0] * PANEL), np.float32)
-    _ordered_panels(np.ascontiguousarray(a, dtype=np.float32), panels, out)
-    return out[:, :n]
+    out = np.empty((m, n), np.float32)
+    ragged = np.empty((m, PANEL), np.float32)
+    used = np.ascontiguousarray(panels[:(n + PANEL - 1) // PANEL])  # panels past N: not computed
+    _ordered_panels(np.ascontiguousarray(a, dtype=np.float32), used, out, ragged)
+    return out
 
 
 def ordered_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -41,7 +41,8 @@ def test_matches_the_loop_bit_for_bit(m, k, n, signs_b):
     """Awkward shapes: M = 1, K = 1, K across K blocks and ragged, N across panels."""
     a, b = problem(m, k, n, seed=m + k + n, signs_b=signs_b)
     out = ordered_matmul(a, b)
-    assert out.dtype == np.float32 and out.shape == (m, n)
+    # C-contiguous, no padding: autograd would copy a strided gradient into .grad
+    assert out.dtype == np.float32 and out.shape == (m, n) and out.flags.c_contiguous
     np.testing.assert_array_equal(out, reference_matmul(a, b))
 
 
@@ -57,6 +58,13 @@ def test_order_matters_so_the_test_can_fail():
 def test_random_shapes(m, k, n, seed):
     a, b = problem(m, k, n, seed, signs_b=bool(seed % 2))
     np.testing.assert_array_equal(ordered_matmul(a, b), reference_matmul(a, b))
+
+
+def test_panels_beyond_n_are_ignored():
+    """Panels for a wider B than N: only the columns asked for are computed."""
+    a, b = problem(7, 33, 3 * ordered.PANEL, seed=6)
+    out = ordered.ordered_matmul_panels(a, prepare_panels(b), ordered.PANEL + 2)
+    np.testing.assert_array_equal(out, reference_matmul(a, b[:, :ordered.PANEL + 2]))
 
 
 def test_transposed_views_are_read_in_place():
