@@ -138,7 +138,8 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
     quoted = {"paper dropout, lr 3e-3": "2.69 %", "dropout 0 / 0.2, lr 3e-3": "1.61 %",
               "paper dropout, lr 1e-2": "2.47 %", "paper dropout, lr 1e-3": "3.23 %",
               "3 x 2048, 20 epochs, dropout 0 / 0.3": "1.46 %", "3 x 2048, 20 epochs, dropout 0 / 0.2": "1.49 %",
-              "3 x 2048, ordered, lr 3e-3": "1.50 %", "3 x 2048, ordered, lr 1e-2": "1.66 %"}
+              "3 x 2048, ordered, lr 3e-3": "1.50 %", "3 x 2048, ordered, lr 1e-2": "1.66 %",
+              "3 x 2048, ordered, lr 3e-3 -> 3e-6": "1.45 %", "3 x 2048, ordered, lr 3e-3 -> 3e-7": "1.64 %"}
     notebook = (paths.root() / "notebooks" / f"{NAME}.ipynb").read_text()
     params = (paths.root() / "params.yaml").read_text()
     for candidate, text in quoted.items():
@@ -162,3 +163,14 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
     first_epoch = round_3[(round_3["candidate"] == winner["candidate"]) & (round_3["epoch"] == 1)]
     assert chosen["train"]["lr_start"] == first_epoch["lr"].item()
     assert chosen["model"]["matmul"] == winner["matmul"] == "ordered"
+    # round 4 (same seed, round 3's winner as its baseline) sets the final rate: the lowest
+    # validation error of rounds 3-4 at lr 3e-3 decides how far the rate falls
+    rounds_3_4 = search[search["round"].isin([3, 4]) & search["candidate"].str.contains("lr 3e-3")]
+    assert set(rounds_3_4["seed"]) == {100}
+    winner = rounds_3_4.loc[rounds_3_4["val_error"].idxmin()]
+    curve = rounds_3_4[rounds_3_4["candidate"] == winner["candidate"]]
+    start, last = curve["lr"].iloc[0], curve["lr"].iloc[-1]
+    epochs = chosen["train"]["epochs"]  # the schedule multiplies by (end / start)^(1 / epochs)
+    assert start * (chosen["train"]["lr_end"] / start) ** ((epochs - 1) / epochs) == pytest.approx(last, rel=1e-4)
+    for run in ("mnist_cpu", "mnist_fp"):  # the control keeps the BNN's protocol
+        assert yaml.safe_load(params)[run]["train"]["lr_end"] == chosen["train"]["lr_end"]
