@@ -8,8 +8,9 @@
 Trains each candidate BNN of a round (seed 0 unless the round names another; one thread
 each, two at a time, through `qnnlib.executor`) and replaces that round's rows of
 results/search/mnist_budget_search.csv: validation and training error per epoch. The
-test set is not read for the choice (`train` evaluates it, the CSV leaves it out). Round 2 starts from round 1's winner (dropout 0 / 0.2,
-lr 3e-3) at the width the budget affords; 20 epochs fit the budget once Adam is fused.
+test set is not read for the choice (`train` evaluates it, the CSV leaves it out).
+Round 2 starts from round 1's winner (dropout 0 / 0.2, lr 3e-3) at the width the budget
+affords; 20 epochs fit the budget once Adam is fused.
 Rounds 1 and 2 ran seed 0 (also a reported seed) with each library's native numerics.
 Round 3 runs under the pinned numerics with the ordered products (`model.matmul`), which
 bring 20 epochs back within 25 minutes per run, and on seed 100, apart from the reported
