@@ -6,7 +6,7 @@
     python scripts/budget_search.py --round 4   # search seed 100: the final lr (about 25 min)
 
 Trains each candidate BNN of a round (seed 0 unless the round names another; one thread
-each, two at a time, through `qnnlib.executor`) and replaces that round's rows of
+each, two at a time, through `qnnlib.executor`) and replaces those candidates' rows of
 results/search/mnist_budget_search.csv: validation and training error per epoch. The
 test set is not read for the choice (`train` evaluates it, the CSV leaves it out).
 Round 2 starts from round 1's winner (dropout 0 / 0.2, lr 3e-3) at the width the budget
@@ -92,9 +92,9 @@ def main(argv=None) -> int:
     finally:
         executor.shutdown()
     table = pd.concat(outcome.results, ignore_index=True)
-    if OUT.exists():  # keep the other rounds' rows
+    if OUT.exists():  # keep the rows of other candidates (round 4 also holds its seed-0 check)
         previous = pd.read_csv(OUT)
-        table = pd.concat([previous[previous["round"] != round_number], table], ignore_index=True)
+        table = pd.concat([previous[~previous["candidate"].isin(ROUNDS[round_number])], table], ignore_index=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     table.sort_values("round", kind="stable").to_csv(OUT, index=False, float_format="%.6g")
     best = table[table["round"] == round_number].groupby("candidate", sort=False)["val_error"].min()
