@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     table = pd.concat(outcome.results, ignore_index=True)
     if OUT.exists():  # keep the rows of other candidates (round 4 also holds its seed-0 check)
         previous = pd.read_csv(OUT)
-        table = pd.concat([previous[~previous["candidate"].isin(ROUNDS[round_number])], table], ignore_index=True)
+        others = previous[~previous["candidate"].isin(ROUNDS[round_number])]
+        table = pd.concat([others, table], ignore_index=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     table.sort_values("round", kind="stable").to_csv(OUT, index=False, float_format="%.6g")
     best = table[table["round"] == round_number].groupby("candidate", sort=False)["val_error"].min()
