@@ -30,8 +30,8 @@ forward product in panels of 48 batch columns (AVX-512), so batch 100 fills thre
 and wastes a third of the forward work; batch 96 fills two, and 22 epochs take the time 20
 did. Against round 3's 1.50 % (same seed, batch 100, 20 epochs), batch 96 for 22 epochs
 reached 1.34 %; with two choices of the paper's Torch7 row of this shape instead
-(stochastic activations, no dropout) it reached 1.36 %. The budget takes the first, which changes only
-the batch and the length.
+(stochastic activations, no dropout) it reached 1.36 %. The budget takes the first,
+which changes only the batch and the length.
 """
 from __future__ import annotations
 
