@@ -48,7 +48,9 @@ __all__ = ["COMPUTATION_MODULES", "code_identity", "data_fingerprint", "run_sign
 COMPUTATION_MODULES = ("quantize_ops", "quantizers", "layers", "models", "train_config", "determinism",
                        "checkpoints", "training", "shift", "accumulator_formats", "accumulators",
                        "experiments", "statistics", "executor", "grid_store", "numerics",
-                       "ordered_linear", "ordered_matmul", "vector_ir",
+                       "ordered_linear", "ordered_matmul", "vector_ir", "xnor_forward",
+                       "bitpack", "kernels/__init__", "kernels/bitplane", "kernels/checks",
+                       "kernels/cpu", "kernels/layers", "kernels/nibble",
                        "gpu/__init__", "gpu/graphed_training")
 
 

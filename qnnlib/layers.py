@@ -40,7 +40,9 @@ class QuantLinear(nn.Linear):
     `self.weight` is W, initialised U(-init_range, init_range) (the authors' code:
     U(-1, 1) for binary weights); the bias starts at zero and is not quantized.
     `matmul="ordered"` computes the products with sums in a fixed order, the same bits
-    on every CPU (`qnnlib.ordered_linear`); "torch" (default) uses torch's BLAS.
+    on every CPU (`qnnlib.ordered_linear`); "xnor" computes the forward product of ±1
+    weights and binarized inputs by XNOR-popcount instead (`qnnlib.xnor_forward`);
+    "torch" (default) uses torch's BLAS.
     """
 
     # Class default so nn.Linear.__init__'s call to reset_parameters works before
@@ -68,8 +70,8 @@ class QuantLinear(nn.Linear):
         return self.weight_quantizer(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.matmul == "ordered":
-            return ordered_linear(x, self.quantized_weight(), self.bias)
+        if self.matmul != "torch":
+            return ordered_linear(x, self.quantized_weight(), self.bias, self.matmul == "xnor")
         return F.linear(x, self.quantized_weight(), self.bias)
 
     @property
@@ -84,8 +86,8 @@ class QuantLinear(nn.Linear):
         return self
 
     def extra_repr(self) -> str:
-        ordered = ", matmul=ordered" if self.matmul == "ordered" else ""
-        return super().extra_repr() + f", init_range={self.init_range}{ordered}"
+        matmul = f", matmul={self.matmul}" if self.matmul != "torch" else ""
+        return super().extra_repr() + f", init_range={self.init_range}{matmul}"
 
 
 class BinaryLinear(QuantLinear):

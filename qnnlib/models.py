@@ -83,6 +83,8 @@ def mnist_mlp(hidden: int = 4096, depth: int = 3, weight_bits: int = 1, act_bits
     both weight the new batch statistics by 0.1.
     `matmul="ordered"`: the dense layers sum their products in a fixed order, the same
     bits on every CPU and faster than the pinned BLAS (`qnnlib.ordered_linear`).
+    `matmul="xnor"`: as "ordered", but the forward products of the binary layers (all
+    but the first) are XNOR-popcounts (`qnnlib.xnor_forward`).
     """
     # Weights are clipped to [-1, 1] after every step, so a saturating mask on them would
     # be all ones: skip it, as the authors' code passes dL/dWb straight to W.

@@ -5,6 +5,7 @@
     python scripts/budget_search.py --round 3   # the ordered step, search seed 100: lr (about 27 min)
     python scripts/budget_search.py --round 4   # search seed 100: the final lr (about 25 min)
     python scripts/budget_search.py --round 5   # search seed 100: batch 96, 22 epochs (about 24 min)
+    python scripts/budget_search.py --round 6   # search seed 100: the XNOR forward, 27 epochs
 
 Trains each candidate BNN of a round (seed 0 unless the round names another; one thread
 each, two at a time, through `qnnlib.executor`) and replaces those candidates' rows of
@@ -80,7 +81,14 @@ ROUND_5 = {  # batch 96 (whole kernel panels: a faster step) buys 22 epochs in t
     "batch 96, 22 epochs, stochastic activations, no dropout": (
         {**_ROUND_3_BASE, "dropout_hidden": 0.0, "act_mode": "stochastic"}, _ROUND_5_TRAIN),
 }
-ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5}
+_ROUND_6_MODEL = {**_ROUND_3_BASE, "matmul": "xnor"}
+_ROUND_6_TRAIN = {**_ROUND_5_TRAIN, "epochs": 27}
+ROUND_6 = {  # the XNOR-popcount forward (a faster step) buys 27 epochs in the budget
+    "xnor forward, 27 epochs, dropout 0 / 0.3": (_ROUND_6_MODEL, _ROUND_6_TRAIN),
+    "xnor forward, 27 epochs, dropout 0 / 0.4": ({**_ROUND_6_MODEL, "dropout_hidden": 0.4},
+                                                 _ROUND_6_TRAIN),
+}
+ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5, 6: ROUND_6}
 BASE_MODEL = {"kind": "bnn", "hidden": 1024, "depth": 3, "dropout_in": 0.2, "dropout_hidden": 0.5,
               "act_mode": "deterministic"}
 BASE_TRAIN = {"epochs": 15, "batch_size": 100, "seed": 0, "threads": 1, "progress": False}

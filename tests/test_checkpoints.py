@@ -90,7 +90,7 @@ def test_computation_modules_cover_what_training_imports():
             "print(' '.join(m.split('.', 1)[1] for m in sys.modules if m.startswith('qnnlib.')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
-    packages = {"gpu": "gpu/__init__"}
+    packages = {"gpu": "gpu/__init__", "kernels": "kernels/__init__"}
     assert {packages.get(m, m.replace(".", "/")) for m in loaded} <= set(checkpoints.COMPUTATION_MODULES)
 
 
