@@ -186,6 +186,14 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
         (winner["batch_size"], winner["dropout_hidden"])
     assert winner["act_mode"] == chosen["model"].get("act_mode", "deterministic")
     assert chosen["train"]["epochs"] == round_5[round_5["candidate"] == winner["candidate"]]["epoch"].max()
+    # round 6 (seed 100): the XNOR forward's 27 epochs lost to round 5's winner on the
+    # same seed, so the budget keeps round 5's kernel and length (quoted in params.yaml)
+    round_6 = search[search["round"] == 6]
+    assert set(round_6["seed"]) == {100} and set(round_6["matmul"]) == {"xnor"}
+    assert round_6["val_error"].min() > winner["val_error"]
+    assert chosen["model"]["matmul"] != "xnor" and round_6["epoch"].max() > chosen["train"]["epochs"]
+    for name, group in round_6.groupby("candidate"):
+        assert f"{100 * group['val_error'].min():.2f} %" in params, name
     for run in ("mnist_cpu", "mnist_fp"):  # the control keeps the BNN's protocol
         assert yaml.safe_load(params)[run]["train"]["lr_end"] == pytest.approx(chosen["train"]["lr_start"] / 100)
         for setting in ("epochs", "batch_size"):
