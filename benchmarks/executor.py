@@ -4,8 +4,8 @@ replaced, on notebook 01's grid (params.yaml `binarization`: 4 configurations x 
 
     python benchmarks/executor.py [--rounds 1] [--out results/benchmarks/executor.json]
 
-Each round times the Pool and then the executor (a fresh local Ray each time: `ray.init`
-is inside the timing), and checks that both give the same numbers. The goal: the
+Each round times the Pool and the executor, alternating which goes first (a fresh local
+Ray each time: `ray.init` is inside the timing), and checks that both give the same numbers. The goal: the
 executor no more than 5 % slower. It also records the summed time of the runs themselves
 under each (`*_run_s`): the wall-time ratio minus that ratio is start-up and the
 imbalance of the last runs. Before the rounds it times a local Ray's start-up on its own
@@ -98,13 +98,18 @@ def main(argv=None) -> int:
     print(f"local Ray start-up: import {startup['import_s']} s, init {startup['init_s']} s, "
           f"{startup['processes']} processes, {startup['their_cpu_s_after_settle']} CPU-s")
     for round_number in range(args.rounds):
-        clock = time.perf_counter()
-        pool_rows = with_fork_pool(configs, splits, seeds, train, workers)
-        pool_s = time.perf_counter() - clock
-        executor.shutdown()  # a fresh local Ray: its start-up is part of the timing
-        clock = time.perf_counter()
-        grid = experiments.run_grid(configs, splits, seeds=seeds, train=train, workers=workers, store=None)
-        ray_s = time.perf_counter() - clock
+        timings = {}
+        # alternate which goes first, so that neither always meets a warmer machine
+        for method in (("pool", "executor") if round_number % 2 == 0 else ("executor", "pool")):
+            executor.shutdown()  # a fresh local Ray: its start-up is part of the timing
+            clock = time.perf_counter()
+            if method == "pool":
+                pool_rows = with_fork_pool(configs, splits, seeds, train, workers)
+            else:
+                grid = experiments.run_grid(configs, splits, seeds=seeds, train=train,
+                                            workers=workers, store=None)
+            timings[method] = time.perf_counter() - clock
+        pool_s, ray_s = timings["pool"], timings["executor"]
         same = all(grid.runs.iloc[i][key] == row[key] for i, row in enumerate(pool_rows) for key in COMPARED)
         rounds.append({"pool_s": round(pool_s, 2), "executor_s": round(ray_s, 2),
                        "ratio": round(ray_s / pool_s, 4), "same_numbers": bool(same),
