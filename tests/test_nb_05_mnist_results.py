@@ -194,6 +194,20 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
     assert chosen["model"]["matmul"] != "xnor" and round_6["epoch"].max() > chosen["train"]["epochs"]
     for name, group in round_6.groupby("candidate"):
         assert f"{100 * group['val_error'].min():.2f} %" in params, name
+    # round 7 (seeds 100-103): the same runs scored with BN population statistics and with
+    # the running averages; the quoted means and the "no gain" verdict
+    round_7 = search[search["round"] == 7]
+    best = round_7.groupby(["seed", round_7["candidate"].str.startswith("BN population")])["val_error"].min()
+    best = 100 * best.unstack()
+    assert len(best) >= 3 and not set(best.index) & set(yaml.safe_load(params)["mnist_seeds"]["seeds"])
+    difference = best[True] - best[False]
+    quoted = (f"{best[True].mean():.2f} ± {best[True].std():.2f} % against "
+              f"{best[False].mean():.2f} ± {best[False].std():.2f} %")
+    assert quoted in params and f"({difference.mean():.2f} ± {difference.std():.2f} points" in params
+    assert abs(difference.mean()) < difference.std()  # "no gain"
+    assert "bn_stats_examples" not in str(yaml.safe_load(params)["mnist_cpu"])
+    same_run = round_7[round_7["candidate"] == "BN running averages (same run), seed 100"]
+    assert same_run["val_error"].tolist() == round_5[round_5["candidate"] == winner["candidate"]]["val_error"].tolist()
     for run in ("mnist_cpu", "mnist_fp"):  # the control keeps the BNN's protocol
         assert yaml.safe_load(params)[run]["train"]["lr_end"] == pytest.approx(chosen["train"]["lr_start"] / 100)
         for setting in ("epochs", "batch_size"):
