@@ -5,12 +5,14 @@ replaced, on notebook 01's grid (params.yaml `binarization`: 4 configurations x 
     python benchmarks/executor.py [--rounds 1] [--out results/benchmarks/executor.json]
 
 Each round times the Pool and the executor, alternating which goes first (a fresh local
-Ray each time: `ray.init` is inside the timing), and checks that both give the same numbers. The goal: the
-executor no more than 5 % slower. It also records the summed time of the runs themselves
-under each (`*_run_s`): the wall-time ratio minus that ratio is start-up and the
-imbalance of the last runs. Before the rounds it times a local Ray's start-up on its own
-(`ray.init` as the executor calls it, on an otherwise idle machine) and counts the
-processes it starts and the CPU time they take. Writes a JSON report with provenance.
+Ray each time: `ray.init` is inside the timing), and checks that both give the same
+numbers. The goal: the executor no more than 5 % slower. It also records the summed time
+of the runs themselves under each (`*_run_s`): the wall-time ratio minus that ratio is
+start-up and the imbalance of the last runs; the mean seconds per run in the Pool, in this
+process and on Ray's worker; and the CPU seconds Ray's own processes took over the grid.
+Before the rounds it times a local Ray's start-up on its own (`ray.init` as the executor
+calls it, on an otherwise idle machine) and counts the processes it starts and the CPU
+time they take. Writes a JSON report with provenance.
 """
 from __future__ import annotations
 
@@ -87,6 +89,33 @@ def ray_startup(settle_s: float = 5.0) -> dict:
             "settle_s": settle_s}
 
 
+def _ray_services_cpu_s() -> float:
+    """CPU seconds used so far by the local Ray's own processes (GCS, raylet, agents,
+    monitors), its workers (`ray::...`, which train) left out."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if not child.name().startswith("ray::") and not " ".join(child.cmdline()).startswith("ray::"):
+                total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return round(total, 2)
+
+
+def _where_the_runs_went(grid, pool_rows) -> dict:
+    """Mean seconds per run: in the Pool, and in the executor here and on Ray's worker,
+    to tell apart a cost on either side."""
+    here = [grid.nodes[i] == "local" for i in range(len(grid.runs))]
+    seconds = grid.runs["seconds"]
+    mean = lambda values: round(float(sum(values) / max(len(values), 1)), 2)
+    return {"pool_s_per_run": mean([row["seconds"] for row in pool_rows]),
+            "executor_s_per_run_here": mean([s for s, h in zip(seconds, here) if h]),
+            "executor_s_per_run_on_ray": mean([s for s, h in zip(seconds, here) if not h]),
+            "runs_here": sum(here)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
@@ -108,13 +137,15 @@ def main(argv=None) -> int:
             else:
                 grid = experiments.run_grid(configs, splits, seeds=seeds, train=train,
                                             workers=workers, store=None)
+                ray_services_cpu_s = _ray_services_cpu_s()
             timings[method] = time.perf_counter() - clock
         pool_s, ray_s = timings["pool"], timings["executor"]
         same = all(grid.runs.iloc[i][key] == row[key] for i, row in enumerate(pool_rows) for key in COMPARED)
         rounds.append({"pool_s": round(pool_s, 2), "executor_s": round(ray_s, 2),
                        "ratio": round(ray_s / pool_s, 4), "same_numbers": bool(same),
                        "pool_run_s": round(sum(row["seconds"] for row in pool_rows), 2),
-                       "executor_run_s": round(float(grid.runs["seconds"].sum()), 2)})
+                       "executor_run_s": round(float(grid.runs["seconds"].sum()), 2),
+                       **_where_the_runs_went(grid, pool_rows), "ray_services_cpu_s": ray_services_cpu_s})
         print(f"round {round_number + 1}: fork Pool {pool_s:.1f} s, executor (local Ray) {ray_s:.1f} s, "
               f"ratio {ray_s / pool_s:.3f}, same numbers: {same}")
     executor.shutdown()

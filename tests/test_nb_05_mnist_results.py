@@ -208,6 +208,20 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
     assert "bn_stats_examples" not in str(yaml.safe_load(params)["mnist_cpu"])
     same_run = round_7[round_7["candidate"] == "BN running averages (same run), seed 100"]
     assert same_run["val_error"].tolist() == round_5[round_5["candidate"] == winner["candidate"]]["val_error"].tolist()
+    # round 8 (seeds 100-103): cross-entropy against round 7's hinge-loss runs of the
+    # same seeds; the quoted means and "worse on every seed"
+    round_8 = search[search["round"] == 8]
+    assert set(round_8["loss"]) == {"cross_entropy"} and set(round_7["loss"]) == {"squared_hinge"}
+    cross_entropy = 100 * round_8.groupby("seed")["val_error"].min()
+    hinge = best[False].loc[cross_entropy.index]
+    assert len(cross_entropy) >= 3 and (cross_entropy > hinge).all()  # "worse on every seed"
+    difference = cross_entropy - hinge
+    for text in (f"{cross_entropy.mean():.2f} ± {cross_entropy.std():.2f} % against "
+                 f"{hinge.mean():.2f} ± {hinge.std():.2f} %",
+                 f"+{difference.mean():.2f} ± {difference.std():.2f} points"):
+        assert text in params, text
+    assert all(yaml.safe_load(params)[run]["train"].get("loss", "squared_hinge") == "squared_hinge"
+               for run in ("mnist_cpu", "mnist_fp"))
     for run in ("mnist_cpu", "mnist_fp"):  # the control keeps the BNN's protocol
         assert yaml.safe_load(params)[run]["train"]["lr_end"] == pytest.approx(chosen["train"]["lr_start"] / 100)
         for setting in ("epochs", "batch_size"):
