@@ -150,7 +150,7 @@ def test_a_killed_worker_loses_no_finished_run(splits, serial, cluster, tmp_path
                         return
             time.sleep(0.05)
 
-    slow = {**TRAIN, "epochs": 3}
+    slow = {**TRAIN, "epochs": 200}  # runs of about half a second: a window the killer can't miss
     killer = threading.Thread(target=kill_one_busy_worker)
     killer.start()
     result = experiments.run_grid(CONFIGS, splits, seeds=(0, 1), train=slow, workers=2,
