@@ -107,7 +107,7 @@ def _ray_services_cpu_s() -> float:
 def _where_the_runs_went(grid, pool_rows) -> dict:
     """Mean seconds per run: in the Pool, and in the executor here and on Ray's worker,
     to tell apart a cost on either side."""
-    here = [grid.nodes[i] == "local" for i in range(len(grid.runs))]
+    here = [node == "local" for node in grid.nodes]
     seconds = grid.runs["seconds"]
     mean = lambda values: round(float(sum(values) / max(len(values), 1)), 2)
     return {"pool_s_per_run": mean([row["seconds"] for row in pool_rows]),
