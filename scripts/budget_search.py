@@ -9,6 +9,8 @@
     python scripts/budget_search.py --round 7   # seeds 100-103: BN population statistics (about 50 min)
     python scripts/budget_search.py --round 8   # seeds 100-103: cross-entropy loss (about 50 min)
     python scripts/budget_search.py --round 9   # seeds 100-103: the final lr 3e-6 (about 50 min)
+    python scripts/budget_search.py --round 10  # seeds 100-103: weight averages (about 55 min)
+    python scripts/budget_search.py --round 11  # seeds 101-103: round 6's XNOR forward (about 55 min)
 
 Trains each candidate BNN of a round (seed 0 unless the round names another; one thread
 each, two at a time, through `qnnlib.executor`) and replaces those candidates' rows of
@@ -54,6 +56,17 @@ Round 9 (seeds 100-103) settles round 4's split (3e-6 won on seed 100, lost on s
 round 5's settings with the final lr 3e-6 instead of 3e-5, paired by seed with round 7's
 running-average rows: 1.50 ± 0.07 % against 1.44 ± 0.09 %, better on no seed (+0.06 ±
 0.05 points), so the budget keeps 3e-5.
+Round 10 (seeds 100-103) trains round 5's settings and, from epoch 12 on, also scores four
+averages of the weights along the run (`qnnlib.weight_averaging`; each with BN population
+statistics of 10,000 training examples recomputed for it): exponential averages after
+every step with decay 0.999 and 0.9997, and uniform averages of the epoch ends from epoch
+17 and from epoch 12. The run itself is round 7's (its latest-weights curves reproduce
+round 7's running-average rows bit for bit), so each comparison is paired within a run.
+Best validation error: 1.42 ± 0.01 % (EMA 0.999), 1.52 ± 0.05 % (EMA 0.9997), 1.46 ±
+0.04 % (epochs 17-), 1.50 ± 0.04 % (epochs 12-) against 1.44 ± 0.09 % for the latest
+weights; paired differences -0.01 ± 0.08, +0.09 ± 0.06, +0.03 ± 0.06 and +0.06 ± 0.10
+points. None is better on every seed (EMA 0.999 on two of four), so the budget keeps
+scoring the latest weights.
 """
 from __future__ import annotations
 
@@ -70,6 +83,7 @@ from qnnlib.data import load_mnist
 from qnnlib.experiments import seeded_model
 from qnnlib.bn_statistics import with_population_statistics
 from qnnlib.training import TrainConfig, evaluate, train, train_epoch
+from qnnlib.weight_averaging import ExponentialAverage, UniformAverage, averaged_model
 
 ROUND_1 = {  # name: (model, train) overrides of a 3 x 1024 BNN, paper protocol otherwise
     "paper dropout, lr 1e-3": ({}, {"lr_start": 1e-3, "lr_end": 1e-5}),
@@ -125,8 +139,24 @@ ROUND_9 = {  # round 5's settings with round 4's lower final lr (3e-6), which sp
     f"final lr 3e-6, seed {seed}": (_ROUND_3_BASE, {**_ROUND_5_TRAIN, "seed": seed, "lr_end": 3e-6})
     for seed in (100, 101, 102, 103)
 }
+RAW = "latest weights, BN running averages"
+AVERAGES = {  # name: ("exponential", decay per step) or ("uniform", first epoch averaged)
+    "EMA 0.999": ("exponential", 0.999),        # half-life 693 steps, 1.3 epochs of batch 96
+    "EMA 0.9997": ("exponential", 0.9997),      # half-life 2310 steps, 4.4 epochs
+    "SWA epochs 17-": ("uniform", 17),          # the last 6 of 22 epochs
+    "SWA epochs 12-": ("uniform", 12),          # the last 11
+}
+FIRST_SCORED_EPOCH = 12  # averages are scored from here on (each score costs ~6 s)
+ROUND_10 = {  # round 5's settings; each epoch scores the weights and their averages
+    f"{RAW}, seed {seed}": (_ROUND_3_BASE, {**_ROUND_5_TRAIN, "seed": seed, "averages": True})
+    for seed in (100, 101, 102, 103)
+}
+ROUND_11 = {  # round 6's first candidate (one seed, 100) on three more search seeds
+    f"xnor forward, 27 epochs, dropout 0 / 0.3, seed {seed}": (_ROUND_6_MODEL, {**_ROUND_6_TRAIN, "seed": seed})
+    for seed in (101, 102, 103)
+}
 ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5, 6: ROUND_6, 7: ROUND_7,
-          8: ROUND_8, 9: ROUND_9}
+          8: ROUND_8, 9: ROUND_9, 10: ROUND_10, 11: ROUND_11}
 BASE_MODEL = {"kind": "bnn", "hidden": 1024, "depth": 3, "dropout_in": 0.2, "dropout_hidden": 0.5,
               "act_mode": "deterministic"}
 BASE_TRAIN = {"epochs": 15, "batch_size": 100, "seed": 0, "threads": 1, "progress": False}
@@ -140,6 +170,7 @@ def run(round_and_name: tuple[int, str]) -> pd.DataFrame:
     torch.set_num_threads(1)
     settings = {**BASE_TRAIN, **train_overrides}
     bn_examples = settings.pop("bn_stats_examples", 0)
+    with_averages = settings.pop("averages", False)
     model = seeded_model({**BASE_MODEL, **model_overrides}, settings["seed"])
     splits, running = load_mnist(root="data"), []
     epoch_runner = None
@@ -154,6 +185,9 @@ def run(round_and_name: tuple[int, str]) -> pd.DataFrame:
             return outcome
 
         epoch_runner = with_population_statistics(epoch_then_score_running_averages, bn_examples)
+    averaged_scores = []  # (epoch, average's name, validation error)
+    if with_averages:
+        epoch_runner = scoring_averages(averaged_scores, splits, settings.get("n_val"))
     result = train(model, splits, TrainConfig.from_dict(settings), epoch_runner=epoch_runner)
     history = result.history[["epoch", "lr", "train_error", "val_error"]]
     table = history.assign(round=round_number, candidate=name, seed=settings["seed"],
@@ -162,7 +196,44 @@ def run(round_and_name: tuple[int, str]) -> pd.DataFrame:
     if running:
         paired = table.assign(candidate=name.replace(POPULATION, RUNNING), val_error=running)
         table = pd.concat([table, paired], ignore_index=True)
+    if averaged_scores:  # the averages' rows: same run, epochs from FIRST_SCORED_EPOCH on
+        scores = pd.DataFrame(averaged_scores, columns=["epoch", "average", "val_error"])
+        rows = [table.drop(columns="val_error").merge(group.drop(columns="average"), on="epoch")
+                .assign(candidate=name.replace(RAW, f"{average}, BN population statistics"))
+                for average, group in scores.groupby("average", sort=False)]
+        table = pd.concat([table, *rows], ignore_index=True)
     return table
+
+
+def scoring_averages(scores: list, splits: dict, n_val: int | None, bn_examples: int = 10_000):
+    """An epoch runner: `train_epoch`, then each of AVERAGES of the weights so far scored on
+    validation with BN population statistics of `bn_examples` training examples, appended
+    to `scores` as (epoch, name, error). The run itself goes on exactly as without it."""
+    val = (torch.as_tensor(splits["val"].inputs(), dtype=torch.float32)[:n_val],
+           torch.as_tensor(splits["val"].labels, dtype=torch.long)[:n_val])
+    averages, scorer, epochs_done = {}, None, 0
+
+    def run(model, optimizer, inputs, labels, config, shuffle):
+        nonlocal scorer, epochs_done
+        if not averages:
+            for name, (kind, value) in AVERAGES.items():
+                averages[name] = (ExponentialAverage(model, optimizer, value)
+                                  if kind == "exponential" else UniformAverage(model))
+        outcome = train_epoch(model, optimizer, inputs, labels, config, shuffle)
+        epochs_done += 1
+        for name, (kind, first) in AVERAGES.items():
+            if kind == "uniform" and epochs_done >= first:
+                averages[name].add()
+        if epochs_done >= FIRST_SCORED_EPOCH:
+            for name, average in averages.items():
+                if isinstance(average, UniformAverage) and not average.count:
+                    continue  # its first epoch is still to come
+                scorer = averaged_model(model, average.average, inputs[:bn_examples],
+                                        config.batch_size, into=scorer)
+                scores.append((epochs_done, name, evaluate(scorer, *val)))
+        return outcome
+
+    return run
 
 
 def main(argv=None) -> int:
