@@ -67,6 +67,11 @@ Best validation error: 1.42 ± 0.01 % (EMA 0.999), 1.52 ± 0.05 % (EMA 0.9997), 
 weights; paired differences -0.01 ± 0.08, +0.09 ± 0.06, +0.03 ± 0.06 and +0.06 ± 0.10
 points. None is better on every seed (EMA 0.999 on two of four), so the budget keeps
 scoring the latest weights.
+Round 11 (seeds 101-103) repeats round 6's first candidate (the XNOR forward for 27
+epochs, dropout 0 / 0.3), which had run on seed 100 alone, so that its verdict rests on
+four seeds: with round 6's run, paired by seed with round 7's running-average rows, 1.46 ±
+0.02 % against 1.44 ± 0.09 % validation, +0.02 ± 0.08 points, better on two of four seeds:
+no gain, so the budget keeps round 5's ordered forward and 22 epochs.
 """
 from __future__ import annotations
 

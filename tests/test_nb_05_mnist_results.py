@@ -260,6 +260,23 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
         assert f"{difference.mean():+.2f} ± {difference.std():.2f}" in params.replace("\n# ", " "), name
         assert wins < len(difference)  # "none is better on every seed"
         assert difference.mean() > -difference.std()  # any lead sits well within the spread
+    # round 11 (seeds 101-103): round 6's XNOR forward (seed 100) on three more seeds,
+    # paired with round 7's runs: "no gain", so the ordered forward and 22 epochs stay
+    round_11 = search[search["round"] == 11]
+    xnor = pd.concat([round_6[round_6["candidate"] == "xnor forward, 27 epochs, dropout 0 / 0.3"],
+                      round_11])
+    assert set(round_11["matmul"]) == {"xnor"} and set(round_11["epoch"].groupby(round_11["seed"]).max()) == {27}
+    per_seed = 100 * xnor.groupby("seed")["val_error"].min()
+    baseline = best[False].loc[per_seed.index]
+    difference = per_seed - baseline
+    assert len(per_seed) == 4 and set(xnor["dropout_hidden"]) == {0.3}
+    quoted = (f"{per_seed.mean():.2f} ± {per_seed.std():.2f} % against "
+              f"{baseline.mean():.2f} ± {baseline.std():.2f} %")
+    spread = f"{difference.mean():+.2f} ± {difference.std():.2f} points"
+    for text in (quoted, spread, f"better on {int((difference < 0).sum())} of 4"):
+        assert text in params.replace("\n# ", " ") and text in readme.replace("\n", " "), text
+    assert abs(difference.mean()) < difference.std()  # "no gain"
+    assert chosen["model"]["matmul"] == "ordered" and chosen["train"]["epochs"] == 22
     for run in ("mnist_cpu", "mnist_fp"):  # the control keeps the BNN's protocol
         assert yaml.safe_load(params)[run]["train"]["lr_end"] == pytest.approx(chosen["train"]["lr_start"] / 100)
         for setting in ("epochs", "batch_size"):
