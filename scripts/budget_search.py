@@ -180,9 +180,7 @@ def run(round_and_name: tuple[int, str]) -> pd.DataFrame:
     splits, running = load_mnist(root="data"), []
     epoch_runner = None
     if bn_examples:  # the same run scored both ways: running averages first, then replaced
-        n_val = settings.get("n_val")
-        val = (torch.as_tensor(splits["val"].inputs(), dtype=torch.float32)[:n_val],
-               torch.as_tensor(splits["val"].labels, dtype=torch.long)[:n_val])
+        val = validation(splits, settings.get("n_val"))
 
         def epoch_then_score_running_averages(model, *args):
             outcome = train_epoch(model, *args)
@@ -210,12 +208,17 @@ def run(round_and_name: tuple[int, str]) -> pd.DataFrame:
     return table
 
 
+def validation(splits: dict, n_val: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation split's (inputs, labels) as `train` cuts them (the first `n_val`)."""
+    return (torch.as_tensor(splits["val"].inputs(), dtype=torch.float32)[:n_val],
+            torch.as_tensor(splits["val"].labels, dtype=torch.long)[:n_val])
+
+
 def scoring_averages(scores: list, splits: dict, n_val: int | None, bn_examples: int = 10_000):
     """An epoch runner: `train_epoch`, then each of AVERAGES of the weights so far scored on
     validation with BN population statistics of `bn_examples` training examples, appended
     to `scores` as (epoch, name, error). The run itself goes on exactly as without it."""
-    val = (torch.as_tensor(splits["val"].inputs(), dtype=torch.float32)[:n_val],
-           torch.as_tensor(splits["val"].labels, dtype=torch.long)[:n_val])
+    val = validation(splits, n_val)
     averages, scorer, epochs_done = {}, None, 0
 
     def run(model, optimizer, inputs, labels, config, shuffle):
