@@ -211,7 +211,7 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
     assert quoted in params and f"({difference.mean():.2f} ± {difference.std():.2f} points" in params
     assert abs(difference.mean()) < difference.std()  # "no gain"
     assert "bn_stats_examples" not in str(yaml.safe_load(params)["mnist_cpu"])
-    same_run = round_7[round_7["candidate"] == "BN running averages (same run), seed 100"]
+    same_run = round_7[round_7["candidate"] == f"{RUNNING}, seed 100"]
     assert same_run["val_error"].tolist() == round_5[round_5["candidate"] == winner["candidate"]]["val_error"].tolist()
     def paired_with_round_7(number, separator=" "):
         """Round `number`'s best validation errors, per seed, against round 7's running-
