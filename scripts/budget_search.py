@@ -12,6 +12,7 @@
     python scripts/budget_search.py --round 10  # seeds 100-103: weight averages (about 55 min)
     python scripts/budget_search.py --round 11  # seeds 101-103: round 6's XNOR forward (about 55 min)
     python scripts/budget_search.py --round 12  # seeds 101-103: round 5's stochastic activations (about 50 min)
+    python scripts/budget_search.py --round 13  # seeds 104-105: round 12's question, both arms (about 50 min)
 
 Trains each candidate BNN of a round (seed 0 unless the round names another; one thread
 each, two at a time, through `qnnlib.executor`) and replaces those candidates' rows of
@@ -78,6 +79,10 @@ dropout: the paper's Torch7 row), which had run on seed 100 alone: with round 5'
 paired by seed with round 7's running-average rows, 1.40 ± 0.04 % against 1.44 ± 0.09 %
 validation, -0.04 ± 0.09 points, better on two of four seeds: within the spread of the
 paired differences, so the budget keeps the deterministic sign and dropout 0 / 0.3.
+Round 13 (seeds 104-105) asks round 12's question again on two fresh seeds, both arms
+(round 5's two candidates), so that six seeds pair. Its rule, set before it ran: the
+stochastic activations replace the budget's settings only if the 95 % t interval of the
+paired differences in best validation error (six seeds) lies below zero.
 """
 from __future__ import annotations
 
@@ -172,8 +177,13 @@ ROUND_12 = {  # round 5's second candidate (the paper's Torch7 choices, one seed
         {**_ROUND_5_TRAIN, "seed": seed})
     for seed in (101, 102, 103)
 }
+ROUND_13 = {  # round 12's question on two fresh seeds, both arms: six paired seeds in all
+    f"{name}, seed {seed}": (model, {**_ROUND_5_TRAIN, "seed": seed})
+    for seed in (104, 105)
+    for name, (model, _) in ROUND_5.items()
+}
 ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5, 6: ROUND_6, 7: ROUND_7,
-          8: ROUND_8, 9: ROUND_9, 10: ROUND_10, 11: ROUND_11, 12: ROUND_12}
+          8: ROUND_8, 9: ROUND_9, 10: ROUND_10, 11: ROUND_11, 12: ROUND_12, 13: ROUND_13}
 BASE_MODEL = {"kind": "bnn", "hidden": 1024, "depth": 3, "dropout_in": 0.2, "dropout_hidden": 0.5,
               "act_mode": "deterministic"}
 BASE_TRAIN = {"epochs": 15, "batch_size": 100, "seed": 0, "threads": 1, "progress": False}
