@@ -18,71 +18,17 @@ Trains each candidate BNN of a round (seed 0 unless the round names another; one
 each, two at a time, through `qnnlib.executor`) and replaces those candidates' rows of
 results/search/mnist_budget_search.csv: validation and training error per epoch. The
 test set is not read for the choice (`train` evaluates it, the CSV leaves it out).
-Round 2 starts from round 1's winner (dropout 0 / 0.2, lr 3e-3) at the width the budget
-affords; 20 epochs fit the budget once Adam is fused.
-Rounds 1 and 2 ran seed 0 (also a reported seed) with each library's native numerics.
-Round 3 runs under the pinned numerics with the ordered products (`model.matmul`), which
-bring 20 epochs back within 25 minutes per run, and on seed 100, apart from the reported
-seeds 0-2: it asks whether the learning rate round 1 favoured (1e-2) also wins at the
-budget's dropout and width. Round 4 (seed 100 again) asks how far the learning rate
-should fall by the last epoch: the paper decays to 3e-7 (over 1000 epochs); the budget
-so far fell 100x, to 3e-5, and its last epochs were still improving. Round 3's lr 3e-3
-run is round 4's baseline (same seed and settings): 3e-6 won (1.45 % against 1.50 %).
-A full budget run of seed 0 with 3e-6 (`dvc repro mnist_budget` with `lr_end: 3.0e-6`;
-its validation curve is round 4's "seed 0 check" row) reached 1.61 % against 1.48 %, so
-the seeds disagree and the budget keeps 3e-5. (That seed-0 run's own validation curve is
-the round-4 row "seed 0 (budget run)", copied from its history: both came from
-`dvc repro mnist_budget`, not from this script.)
-Round 5 (seed 100) spends a faster step on more epochs: the ordered kernel computes the
-forward product in panels of 48 batch columns (AVX-512), so batch 100 fills three panels
-and wastes a third of the forward work; batch 96 fills two, and 22 epochs take the time 20
-did. Against round 3's 1.50 % (same seed, batch 100, 20 epochs), batch 96 for 22 epochs
-reached 1.34 %; with two choices of the paper's Torch7 row of this shape instead
-(stochastic activations, no dropout) it reached 1.36 %. The budget takes the first,
-which changes only the batch and the length.
-Round 6 (seed 100) spends the XNOR-popcount forward (`matmul: xnor`, about 1.2x faster
-per step) on 27 epochs: it reached 1.45 % (dropout 0 / 0.3) and 1.52 % (0 / 0.4), both
-worse than round 5's 1.34 % on the same seed, so the budget keeps round 5's settings.
-Round 7 (seeds 100-103) trains round 5's settings and scores each epoch twice: with BN's
-running averages (the authors' code) and with population statistics recomputed from
-10,000 training examples (`qnnlib.bn_statistics`). A paired comparison, the same weights
-both ways: best validation error 1.43 ± 0.08 % against 1.44 ± 0.09 %, a difference of
--0.01 ± 0.05 points over the four seeds: no gain, so the budget keeps the running
-averages. (Seed 100's running-average curve is round 5's winner again, bit for bit.)
-Round 8 (seeds 100-103) trains round 5's settings with cross-entropy (the loss of the
-peer recipes, larq's among them) in place of the paper's squared hinge loss, paired by
-seed with round 7's running-average rows (the same settings and seeds, hinge loss): best
-validation error 1.55 ± 0.06 % against 1.44 ± 0.09 %, worse on every seed (+0.12 ± 0.08
-points), so the budget keeps the squared hinge loss.
-Round 9 (seeds 100-103) settles round 4's split (3e-6 won on seed 100, lost on seed 0):
-round 5's settings with the final lr 3e-6 instead of 3e-5, paired by seed with round 7's
-running-average rows: 1.50 ± 0.07 % against 1.44 ± 0.09 %, better on no seed (+0.06 ±
-0.05 points), so the budget keeps 3e-5.
-Round 10 (seeds 100-103) trains round 5's settings and, from epoch 12 on, also scores four
-averages of the weights along the run (`qnnlib.weight_averaging`; each with BN population
-statistics of 10,000 training examples recomputed for it): exponential averages after
-every step with decay 0.999 and 0.9997, and uniform averages of the epoch ends from epoch
-17 and from epoch 12. The run itself is round 7's (its latest-weights curves reproduce
-round 7's running-average rows bit for bit), so each comparison is paired within a run.
-Best validation error: 1.42 ± 0.01 % (EMA 0.999), 1.52 ± 0.05 % (EMA 0.9997), 1.46 ±
-0.04 % (epochs 17-), 1.50 ± 0.04 % (epochs 12-) against 1.44 ± 0.09 % for the latest
-weights; paired differences -0.01 ± 0.08, +0.09 ± 0.06, +0.03 ± 0.06 and +0.06 ± 0.10
-points. None is better on every seed (EMA 0.999 on two of four), so the budget keeps
-scoring the latest weights.
-Round 11 (seeds 101-103) repeats round 6's first candidate (the XNOR forward for 27
-epochs, dropout 0 / 0.3), which had run on seed 100 alone, so that its verdict rests on
-four seeds: with round 6's run, paired by seed with round 7's running-average rows, 1.46 ±
-0.02 % against 1.44 ± 0.09 % validation, +0.02 ± 0.08 points, better on two of four seeds:
-no gain, so the budget keeps round 5's ordered forward and 22 epochs.
-Round 12 (seeds 101-103) repeats round 5's second candidate (stochastic activations, no
-dropout: the paper's Torch7 row), which had run on seed 100 alone: with round 5's run,
-paired by seed with round 7's running-average rows, 1.40 ± 0.04 % against 1.44 ± 0.09 %
-validation, -0.04 ± 0.09 points, better on two of four seeds: within the spread of the
-paired differences, so the budget keeps the deterministic sign and dropout 0 / 0.3.
-Round 13 (seeds 104-105) asks round 12's question again on two fresh seeds, both arms
-(round 5's two candidates), so that six seeds pair. Its rule, set before it ran: the
-stochastic activations replace the budget's settings only if the 95 % t interval of the
-paired differences in best validation error (six seeds) lies below zero.
+Rounds 1-2 ran seed 0 (also a reported seed) with each library's native numerics. From
+round 3 on the rounds run under the pinned numerics on search seeds (100 and up), apart
+from the reported seeds 0-2, and from round 7 on each lever runs on four or more of them,
+paired by seed with the budget's own settings. What each round asked, found and decided
+is told in the README (from "What changed when the results were regenerated" on) and in
+the comments above `params.yaml: mnist_cpu`; tests/test_nb_05_mnist_results.py checks
+every number quoted there against the CSV. After a round it redraws the search's figure
+(scripts/budget_search_figure.py).
+Round 13's rule, set before it ran: the stochastic activations replace the budget's
+settings only if the 95 % t interval of the paired differences in best validation error
+(six seeds) lies below zero.
 """
 from __future__ import annotations
 
@@ -100,6 +46,8 @@ from qnnlib.experiments import seeded_model
 from qnnlib.bn_statistics import with_population_statistics
 from qnnlib.training import TrainConfig, evaluate, train, train_epoch
 from qnnlib.weight_averaging import ExponentialAverage, UniformAverage, averaged_model
+
+from budget_search_figure import draw_paired_differences
 
 ROUND_1 = {  # name: (model, train) overrides of a 3 x 1024 BNN, paper protocol otherwise
     "paper dropout, lr 1e-3": ({}, {"lr_start": 1e-3, "lr_end": 1e-5}),
@@ -289,6 +237,7 @@ def main(argv=None) -> int:
     table.sort_values("round", kind="stable").to_csv(OUT, index=False, float_format="%.6g")
     best = table[table["round"] == round_number].groupby("candidate", sort=False)["val_error"].min()
     print(best.mul(100).round(2).to_string())
+    draw_paired_differences(table)
     return 0
 
 
