@@ -260,8 +260,6 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
         assert f"{difference.mean():+.2f} ± {difference.std():.2f}" in params.replace("\n# ", " "), name
         assert wins < len(difference)  # "none is better on every seed"
         assert difference.mean() > -difference.std()  # any lead sits well within the spread
-    # round 11 (seeds 101-103): round 6's XNOR forward (seed 100) on three more seeds,
-    # paired with round 7's runs: "no gain", so the ordered forward and 22 epochs stay
     def repeated_on_four_seeds(runs):
         """`runs` (one candidate on seeds 100-103) against round 7's running-average runs
         of the same seeds: the quoted means, paired difference and count of wins checked."""
@@ -276,6 +274,8 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
             assert text in params.replace("\n# ", " ") and text in readme.replace("\n", " "), text
         return difference
 
+    # round 11 (seeds 101-103): round 6's XNOR forward (seed 100) on three more seeds,
+    # paired with round 7's runs: "no gain", so the ordered forward and 22 epochs stay
     round_11 = search[search["round"] == 11]
     xnor = pd.concat([round_6[round_6["candidate"] == "xnor forward, 27 epochs, dropout 0 / 0.3"],
                       round_11])
