@@ -58,8 +58,8 @@ def draw_paired_differences(search: pd.DataFrame, stem: Path = FIGURE):
     ax.axvline(0, color="0.2", linewidth=1)
     about = differences.groupby("lever").agg(seeds=("seed", "size"), rounds=("rounds", "first"))
     ax.set_yticks(range(len(order)), [
-        f"{name}\n(round{'s' * (',' in about.rounds[name])} {about.rounds[name]}; {about.seeds[name]} seeds)"
-        for name in order])
+        f"{name}\n({'rounds' if ',' in about.rounds[name] else 'round'} {about.rounds[name]}; "
+        f"{about.seeds[name]} seeds)" for name in order])
     ax.set(xlabel="best validation error minus the budget's settings on the same seed (points;\n"
                   "below 0: the lever did better); dots: seeds, diamond and bar: mean ± sd", ylabel="")
     fig.savefig(stem.with_suffix(".png"), dpi=300, metadata={"Software": None})  # as viz.savefig
