@@ -227,6 +227,42 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
     assert chosen["model"]["matmul"] == "ordered" and chosen["train"]["epochs"] == 22
 
 
+
+def test_quoted_search_round_14_matches_the_committed_search_and_benchmark():
+    """Round 14: the paper's shift-based AdaMax, fused, on seeds 100-103 at three times the
+    budget's lr (notebook 04's tuned ratio); by round 13's rule Adam stays."""
+    search, params, readme = committed_search()
+    round_14 = search[search["round"] == 14]
+    assert set(round_14["optimizer"]) == {"shift_adamax"} and set(search[search["round"] < 14]["optimizer"]) == {"adam"}
+    assert set(round_14["dropout_hidden"]) == {0.3} and set(round_14["batch_size"]) == {96}
+    assert set(round_14["epoch"].groupby(round_14["seed"]).max()) == {22}
+    first_lr = round_14[round_14["epoch"] == 1]["lr"]
+    tuned = json.loads((paths.root() / "results" / "metrics" / "04_round_quantization.json").read_text())["tuned_lr"]
+    budget_lr = yaml.safe_load((paths.root() / "params.yaml").read_text())["mnist_cpu"]["train"]["lr_start"]
+    assert tuned["AdaMax"] / tuned["Adam"] == 3 and set(first_lr.round(6)) == {1e-2}  # "three times": 3 x 3e-3, on the grid
+    assert abs(1e-2 / budget_lr - 3) < 0.4 and "(0.03 against 0.01)" in readme
+    difference = repeated_on_four_seeds(round_14, search, params, readme)
+    half_width = t_quantile_reference(0.975, 3) * difference.std() / 2
+    low, high = difference.mean() - half_width, difference.mean() + half_width
+    assert low < 0 < high and difference.mean() > 0  # "the interval holds zero and the mean is worse"
+    interval = f"95 % CI {low:+.2f} to {high:+.2f}"
+    assert interval in readme and interval in params
+    assert f"({low:+.2f} to {high:+.2f} points; the lever was worse on {int((difference > 0).sum())} of 4" in \
+        (paths.root() / "scripts" / "budget_search.py").read_text().replace("\n", " ")
+    last = lambda runs: 100 * runs.sort_values("epoch").groupby("seed")["train_error"].last()
+    round_7 = search[(search["round"] == 7) & search["candidate"].str.startswith(RUNNING)]
+    lever, budget = last(round_14), last(round_7)
+    assert lever.min() > budget.max()  # "higher too"
+    assert (f"({lever.min():.2f}-{lever.max():.2f} % against {budget.min():.2f}-{budget.max():.2f} %)") in readme
+    # the optimizer-step benchmark quoted beside it
+    report = json.loads((paths.root() / "results" / "benchmarks" / "optimizer_step.json").read_text())
+    whole = report["training_step"]
+    ratio = lambda name: whole[name]["median_ms"] / whole["Adam (fused)"]["median_ms"]
+    per_op, fused = ratio("shift-based AdaMax, per op"), ratio("shift-based AdaMax, fused")
+    assert f"training step took {per_op:.2f} times as long" in readme and f"took {fused:.2f} times as long" in readme
+    assert per_op > 1.5 and fused < 1.1  # "would not fit" / "about what Adam's does"
+    assert report["batch"] == 96 and report["threads"] == 1
+
 def test_quoted_budget_search_numbers_match_the_committed_search():
     """Notebook 05 and params.yaml quote the best validation errors of the budget search;
     they must be the minima of results/search/mnist_budget_search.csv."""
