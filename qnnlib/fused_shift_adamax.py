@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .shift import PAPER_BETAS, ShiftAdaMax, _ap2_scalar, optimizer_groups
+from .shift import PAPER_BETAS, ShiftAdaMax, optimizer_groups
 
 __all__ = ["FusedShiftAdaMax", "make_fused_shift_adamax"]
 
@@ -71,30 +71,10 @@ class FusedShiftAdaMax(ShiftAdaMax):
     fused into one pass; same defaults, param groups, state and results (see the module
     docstring for the one place it is more exact). Contiguous float32 CPU tensors only."""
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            constants = np.float32(1 - beta1), np.float32(beta2), np.float32(group["eps"])
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("FusedShiftAdaMax does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_inf"] = torch.zeros_like(p)
-                state["step"] += 1
-                step_size = np.float32(_ap2_scalar(group["lr"] / (1 - beta1 ** state["step"])))
-                _step(_flat(p, "parameter"), _flat(p.grad, "gradient"), _flat(state["exp_avg"], "state"),
-                      _flat(state["exp_inf"], "state"), *constants, step_size)
-        return loss
+    def _update(self, p, m, v, group, shift: float) -> None:
+        beta1, beta2 = group["betas"]
+        _step(_flat(p, "parameter"), _flat(p.grad, "gradient"), _flat(m, "state"), _flat(v, "state"),
+              np.float32(1 - beta1), np.float32(beta2), np.float32(group["eps"]), np.float32(shift))
 
 
 def make_fused_shift_adamax(model: nn.Module, lr: float, glorot_scaling: bool = True) -> FusedShiftAdaMax:

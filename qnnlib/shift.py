@@ -199,24 +199,28 @@ class ShiftAdaMax(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
-                    raise RuntimeError("ShiftAdaMax does not support sparse gradients")
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_inf"] = torch.zeros_like(p)
                 state["step"] += 1
-                m, v = state["exp_avg"], state["exp_inf"]
-                m.lerp_(p.grad, 1 - beta1)
-                torch.maximum(v.mul_(beta2), p.grad.abs(), out=v)
-                shift = _ap2_scalar(group["lr"] / (1 - beta1 ** state["step"]))
-                p.sub_(m * ap2(torch.reciprocal(v + group["eps"])) * shift)
+                shift = _ap2_scalar(group["lr"] / (1 - group["betas"][0] ** state["step"]))
+                self._update(p, state["exp_avg"], state["exp_inf"], group, shift)
         return loss
+
+    def _update(self, p, m, v, group, shift: float) -> None:
+        """One parameter's m, v and value, in place; `shift` is the AP2-rounded step size
+        (`qnnlib.fused_shift_adamax` overrides this with a one-pass kernel)."""
+        beta1, beta2 = group["betas"]
+        m.lerp_(p.grad, 1 - beta1)
+        torch.maximum(v.mul_(beta2), p.grad.abs(), out=v)
+        p.sub_(m * ap2(torch.reciprocal(v + group["eps"])) * shift)
 
 
 def optimizer_groups(model: nn.Module, lr: float, glorot_scaling: bool = True) -> list[dict]:
