@@ -40,6 +40,7 @@ verify: $(STAMP)
 # (the name alone keeps the host's AVX-512, so the features are named too) and a baseline
 # x86-64 one (SSE2, no popcnt). Numba caches each target's code separately.
 CPU_TARGET_TESTS := tests/test_kernels.py tests/test_ordered.py tests/test_xnor_forward.py tests/test_bitpack.py tests/test_deploy.py \
+	tests/test_fused_shift_adamax.py \
 	tests/test_hostile_kernels.py tests/test_hostile_deploy.py
 AVX2_FEATURES := +64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt,-avx512f,-avx512vpopcntdq,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512bitalg,-avx512vnni,-avx512bf16,-avx512ifma,-avx512vbmi,-avx512vbmi2
 GENERIC_FEATURES := +64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2
