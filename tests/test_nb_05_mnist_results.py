@@ -228,6 +228,47 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
 
 
 
+def test_quoted_search_round_15_matches_the_committed_search():
+    """Round 15 asks round 13's question on two more fresh seeds (106-107, both arms): over
+    eight paired seeds the 95 % t interval still holds zero, so the budget keeps its settings."""
+    search, params, readme = committed_search()
+    by_round = {number: search[search["round"] == number] for number in (5, 7, 12, 13, 15)}
+    lever = lambda runs: runs[runs["act_mode"] == "stochastic"]
+    budget = lambda runs: runs[runs["act_mode"] != "stochastic"]
+    round_15 = by_round[15]
+    assert set(round_15["seed"]) == {106, 107} and set(lever(round_15)["dropout_hidden"]) == {0.0}
+    assert set(budget(round_15)["dropout_hidden"]) == {0.3}
+    assert set(round_15["epoch"].groupby([round_15["seed"], round_15["act_mode"]]).max()) == {22}
+    running = by_round[7][by_round[7]["candidate"].str.startswith(RUNNING)]
+    eight = pd.concat([lever(by_round[5]), by_round[12], lever(by_round[13]), lever(round_15)])
+    budget_runs = pd.concat([running, budget(by_round[13]), budget(round_15)])
+    per_seed = 100 * eight.groupby("seed")["val_error"].min()
+    baseline = 100 * budget_runs.groupby("seed")["val_error"].min()
+    difference = (per_seed - baseline).dropna()
+    assert sorted(difference.index) == list(range(100, 108))
+    half_width = t_quantile_reference(0.975, 7) * difference.std() / 8 ** 0.5
+    low, high = difference.mean() - half_width, difference.mean() + half_width
+    means = (f"{per_seed.mean():.2f} ± {per_seed.std():.2f} % against "
+             f"{baseline.mean():.2f} ± {baseline.std():.2f} %")
+    spread = f"{difference.mean():+.2f} ± {difference.std():.2f} points"
+    interval = f"95 % CI {low:+.3f} to {high:+.3f}"
+    wins = f"better on {int((difference < 0).sum())} of 8"
+    assert f"{means}, {spread} ({interval}), {wins}" in readme
+    assert f"{means} ({spread}, {interval}, {wins}" in params
+    assert low < 0 < high  # "the interval still holds zero"
+    assert f"by {high:.3f} points" in readme and f"({low:+.3f} to {high:+.3f}; the" in \
+        (paths.root() / "scripts" / "budget_search.py").read_text().replace("\n", " ")
+    assert f"(the new two: {difference[106]:+.2f} and {difference[107]:+.2f} points)" in readme
+    late = lambda runs: 100 * runs[runs["epoch"] >= 18].groupby("seed")["val_error"].mean()
+    lever_late, budget_late = late(eight), late(budget_runs)
+    lower = int((lever_late < budget_late).sum())
+    assert (f"lower on {lower} of 8 seeds ({lever_late.mean():.2f} ± {lever_late.std():.2f} % against "
+            f"{budget_late.mean():.2f} ± {budget_late.std():.2f} %)") in readme
+    chosen = yaml.safe_load((paths.root() / "params.yaml").read_text())["mnist_cpu"]
+    assert chosen["model"].get("act_mode", "deterministic") == "deterministic"
+    assert chosen["model"]["dropout_hidden"] == 0.3
+
+
 def test_quoted_search_round_14_matches_the_committed_search_and_benchmark():
     """Round 14: the paper's shift-based AdaMax, fused, on seeds 100-103 at three times the
     budget's lr (notebook 04's tuned ratio); by round 13's rule Adam stays."""
