@@ -1,6 +1,7 @@
 """Notebook 05 (the paper's MNIST experiment beside Table 1) runs on tiny training runs,
 reproduces under nbval, and says "pending" for the paper-scale run that does not exist."""
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -158,6 +159,26 @@ def repeated_on_four_seeds(runs, search, params, readme):
     return difference
 
 
+def paired_on_seeds(lever_runs, budget_runs, ci_digits: int = 2) -> SimpleNamespace:
+    """A lever's best validation error per seed against the budget's runs of the same seeds:
+    the paired differences, their 95 % t interval, and the sentence README and params.yaml
+    quote ("means, spread (interval), wins" and "means (spread, interval, wins")."""
+    per_seed = 100 * lever_runs.groupby("seed")["val_error"].min()
+    baseline = 100 * budget_runs.groupby("seed")["val_error"].min()
+    difference = (per_seed - baseline).dropna()
+    n = len(difference)
+    half_width = t_quantile_reference(0.975, n - 1) * difference.std() / n ** 0.5
+    low, high = difference.mean() - half_width, difference.mean() + half_width
+    means = (f"{per_seed.mean():.2f} ± {per_seed.std():.2f} % against "
+             f"{baseline.mean():.2f} ± {baseline.std():.2f} %")
+    spread = f"{difference.mean():+.2f} ± {difference.std():.2f} points"
+    interval = f"95 % CI {low:+.{ci_digits}f} to {high:+.{ci_digits}f}"
+    wins = f"better on {int((difference < 0).sum())} of {n}"
+    return SimpleNamespace(per_seed=per_seed, difference=difference, low=low, high=high,
+                           in_readme=f"{means}, {spread} ({interval}), {wins}",
+                           in_params=f"{means} ({spread}, {interval}, {wins}")
+
+
 def test_quoted_search_rounds_11_to_13_match_the_committed_search():
     """Rounds 11-13 repeat a one-seed lever of rounds 5-6 on more search seeds; README and
     params.yaml quote them, and the budget keeps its settings by each round's rule."""
@@ -197,20 +218,11 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
     assert set(round_13["seed"]) == {104, 105} and set(round_13[~arms]["dropout_hidden"]) == {0.3}
     six = pd.concat([stochastic, round_13[arms]])
     budget_runs = pd.concat([running_runs, round_13[~arms]])
-    per_seed = 100 * six.groupby("seed")["val_error"].min()
-    baseline = 100 * budget_runs.groupby("seed")["val_error"].min()
-    difference = (per_seed - baseline).dropna()
+    paired = paired_on_seeds(six, budget_runs)
+    difference = paired.difference
     assert len(difference) == 6
-    half_width = t_quantile_reference(0.975, 5) * difference.std() / 6 ** 0.5
-    low, high = difference.mean() - half_width, difference.mean() + half_width
-    means = (f"{per_seed.mean():.2f} ± {per_seed.std():.2f} % against "
-             f"{baseline.mean():.2f} ± {baseline.std():.2f} %")
-    spread = f"{difference.mean():+.2f} ± {difference.std():.2f} points"
-    interval = f"95 % CI {low:+.2f} to {high:+.2f}"
-    wins = f"better on {int((difference < 0).sum())} of 6"
-    assert f"{means}, {spread} ({interval}), {wins}" in readme
-    assert f"{means} ({spread}, {interval}, {wins}" in params
-    assert low < 0 < high  # "the interval holds zero"
+    assert paired.in_readme in readme and paired.in_params in params
+    assert paired.low < 0 < paired.high  # "the interval holds zero"
     assert f"(the new two by {-difference[104]:.2f} and {-difference[105]:.2f} points)" in readme
     lever_late, budget_late = late(round_13[arms]), late(round_13[~arms])
     assert (lever_late < budget_late).all()  # the late-epoch measure: "six of six"
@@ -221,7 +233,7 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
     reported = [json.loads((paths.root() / "results" / "metrics" / f"mnist_cpu{suffix}.json").read_text())
                 for suffix in ("", "_seed1", "_seed2")]
     gap = sum(run["test_error_pct"] - run["best_val_error_pct"] for run in reported) / len(reported)
-    assert 0.15 < gap < 0.25 and per_seed.mean() + gap > 1.5
+    assert 0.15 < gap < 0.25 and paired.per_seed.mean() + gap > 1.5
     assert chosen["model"].get("act_mode", "deterministic") == "deterministic"
     assert chosen["model"]["dropout_hidden"] == 0.3
     assert chosen["model"]["matmul"] == "ordered" and chosen["train"]["epochs"] == 22
@@ -242,19 +254,10 @@ def test_quoted_search_round_15_matches_the_committed_search():
     running = by_round[7][by_round[7]["candidate"].str.startswith(RUNNING)]
     eight = pd.concat([lever(by_round[5]), by_round[12], lever(by_round[13]), lever(round_15)])
     budget_runs = pd.concat([running, budget(by_round[13]), budget(round_15)])
-    per_seed = 100 * eight.groupby("seed")["val_error"].min()
-    baseline = 100 * budget_runs.groupby("seed")["val_error"].min()
-    difference = (per_seed - baseline).dropna()
+    paired = paired_on_seeds(eight, budget_runs, ci_digits=3)  # the upper end is 0.004
+    difference, low, high = paired.difference, paired.low, paired.high
     assert sorted(difference.index) == list(range(100, 108))
-    half_width = t_quantile_reference(0.975, 7) * difference.std() / 8 ** 0.5
-    low, high = difference.mean() - half_width, difference.mean() + half_width
-    means = (f"{per_seed.mean():.2f} ± {per_seed.std():.2f} % against "
-             f"{baseline.mean():.2f} ± {baseline.std():.2f} %")
-    spread = f"{difference.mean():+.2f} ± {difference.std():.2f} points"
-    interval = f"95 % CI {low:+.3f} to {high:+.3f}"
-    wins = f"better on {int((difference < 0).sum())} of 8"
-    assert f"{means}, {spread} ({interval}), {wins}" in readme
-    assert f"{means} ({spread}, {interval}, {wins}" in params
+    assert paired.in_readme in readme and paired.in_params in params
     assert low < 0 < high  # "the interval still holds zero"
     assert f"by {high:.3f} points" in readme and f"({low:+.3f} to {high:+.3f}; the" in \
         (paths.root() / "scripts" / "budget_search.py").read_text().replace("\n", " ")
