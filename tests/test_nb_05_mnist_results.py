@@ -239,7 +239,6 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
     assert chosen["model"]["matmul"] == "ordered" and chosen["train"]["epochs"] == 22
 
 
-
 def test_quoted_search_round_15_matches_the_committed_search():
     """Round 15 asks round 13's question on two more fresh seeds (106-107, both arms): over
     eight paired seeds the 95 % t interval still holds zero, so the budget keeps its settings."""
