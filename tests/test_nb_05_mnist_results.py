@@ -143,29 +143,13 @@ def committed_search():
     return search, params, (paths.root() / "README.md").read_text().replace("\n", " ")
 
 
-def repeated_on_four_seeds(runs, search, params, readme):
-    """`runs` (one candidate on seeds 100-103) against round 7's running-average runs of the
-    same seeds: the quoted means, paired difference and count of wins checked."""
-    per_seed = 100 * runs.groupby("seed")["val_error"].min()
-    round_7 = search[(search["round"] == 7) & search["candidate"].str.startswith(RUNNING)]
-    baseline = 100 * round_7.groupby("seed")["val_error"].min().loc[per_seed.index]
-    difference = per_seed - baseline
-    assert sorted(per_seed.index) == [100, 101, 102, 103]
-    quoted = (f"{per_seed.mean():.2f} ± {per_seed.std():.2f} % against "
-              f"{baseline.mean():.2f} ± {baseline.std():.2f} %")
-    spread = f"{difference.mean():+.2f} ± {difference.std():.2f} points"
-    for text in (quoted, spread, f"better on {int((difference < 0).sum())} of 4"):
-        assert text in params and text in readme, text
-    return difference
-
-
 def paired_on_seeds(lever_runs, budget_runs, ci_digits: int = 2) -> SimpleNamespace:
     """A lever's best validation error per seed against the budget's runs of the same seeds:
-    the paired differences, their 95 % t interval, and the sentence README and params.yaml
-    quote ("means, spread (interval), wins" and "means (spread, interval, wins")."""
+    the paired differences, their 95 % t interval, and the texts README and params.yaml quote
+    (means, spread, interval and wins; in_readme and in_params as rounds 13 and 15 join them)."""
     per_seed = 100 * lever_runs.groupby("seed")["val_error"].min()
-    baseline = 100 * budget_runs.groupby("seed")["val_error"].min()
-    difference = (per_seed - baseline).dropna()
+    baseline = 100 * budget_runs.groupby("seed")["val_error"].min().loc[per_seed.index]
+    difference = per_seed - baseline
     n = len(difference)
     half_width = t_quantile_reference(0.975, n - 1) * difference.std() / n ** 0.5
     low, high = difference.mean() - half_width, difference.mean() + half_width
@@ -175,8 +159,20 @@ def paired_on_seeds(lever_runs, budget_runs, ci_digits: int = 2) -> SimpleNamesp
     interval = f"95 % CI {low:+.{ci_digits}f} to {high:+.{ci_digits}f}"
     wins = f"better on {int((difference < 0).sum())} of {n}"
     return SimpleNamespace(per_seed=per_seed, difference=difference, low=low, high=high,
+                           means=means, spread=spread, interval=interval, wins=wins,
                            in_readme=f"{means}, {spread} ({interval}), {wins}",
                            in_params=f"{means} ({spread}, {interval}, {wins}")
+
+
+def repeated_on_four_seeds(runs, search, params, readme) -> SimpleNamespace:
+    """`runs` (one candidate on seeds 100-103) against round 7's running-average runs of the
+    same seeds: the quoted means, paired difference and count of wins checked."""
+    round_7 = search[(search["round"] == 7) & search["candidate"].str.startswith(RUNNING)]
+    paired = paired_on_seeds(runs, round_7)
+    assert sorted(paired.difference.index) == [100, 101, 102, 103]
+    for text in (paired.means, paired.spread, paired.wins):
+        assert text in params and text in readme, text
+    return paired
 
 
 def test_quoted_search_rounds_11_to_13_match_the_committed_search():
@@ -192,7 +188,7 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
                       round_11])
     assert set(round_11["matmul"]) == {"xnor"} and set(round_11["epoch"].groupby(round_11["seed"]).max()) == {27}
     assert set(xnor["dropout_hidden"]) == {0.3}
-    difference = repeated_on_four_seeds(xnor, search, params, readme)
+    difference = repeated_on_four_seeds(xnor, search, params, readme).difference
     assert abs(difference.mean()) < difference.std()  # "no gain"
     # round 12 (seeds 101-103): round 5's stochastic activations without dropout (seed 100)
     # on three more seeds, paired with round 7's runs: within the spread, so the budget
@@ -200,7 +196,7 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
     round_12 = by_round[12]
     stochastic = pd.concat([by_round[5][by_round[5]["act_mode"] == "stochastic"], round_12])
     assert set(stochastic["act_mode"]) == {"stochastic"} and set(stochastic["dropout_hidden"]) == {0.0}
-    difference = repeated_on_four_seeds(stochastic, search, params, readme)
+    difference = repeated_on_four_seeds(stochastic, search, params, readme).difference
     assert abs(difference.mean()) < difference.std()  # "within the spread"
     assert f"(by seed: {', '.join(f'{d:+.2f}' for d in difference)})" in readme
     late = lambda runs: 100 * runs[runs["epoch"] >= 18].groupby("seed")["val_error"].mean()
@@ -284,12 +280,10 @@ def test_quoted_search_round_14_matches_the_committed_search_and_benchmark():
     budget_lr = yaml.safe_load((paths.root() / "params.yaml").read_text())["mnist_cpu"]["train"]["lr_start"]
     assert tuned["AdaMax"] / tuned["Adam"] == 3 and set(first_lr.round(6)) == {1e-2}  # "three times": 3 x 3e-3, on the grid
     assert abs(1e-2 / budget_lr - 3) < 0.4 and "(0.03 against 0.01)" in readme
-    difference = repeated_on_four_seeds(round_14, search, params, readme)
-    half_width = t_quantile_reference(0.975, 3) * difference.std() / 2
-    low, high = difference.mean() - half_width, difference.mean() + half_width
+    paired = repeated_on_four_seeds(round_14, search, params, readme)
+    difference, low, high = paired.difference, paired.low, paired.high
     assert low < 0 < high and difference.mean() > 0  # "the interval holds zero and the mean is worse"
-    interval = f"95 % CI {low:+.2f} to {high:+.2f}"
-    assert interval in readme and interval in params
+    assert paired.interval in readme and paired.interval in params
     assert f"({low:+.2f} to {high:+.2f} points; the lever was worse on {int((difference > 0).sum())} of 4" in \
         (paths.root() / "scripts" / "budget_search.py").read_text().replace("\n", " ")
     last = lambda runs: 100 * runs.sort_values("epoch").groupby("seed")["train_error"].last()
