@@ -131,6 +131,22 @@ def test_quoted_glorot_scales_are_those_of_the_two_shapes():
         assert f"×{min(scales):.0f}–{max(scales):.0f}" in notebook, hidden
 
 
+def test_quoted_budget_minutes_are_those_of_the_runs_on_both_machines():
+    """Cell 7 quotes each budget run's wall time on the machine that made the results and
+    on the Intel Xeon that reran them (results/reproducibility/mnist_budget_rerun.json)."""
+    cells = json.loads((paths.root() / "notebooks" / f"{NAME}.ipynb").read_text())["cells"]
+    prose = " ".join(" ".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown").split())
+    minutes = lambda seconds: f"{seconds / 60:.1f}"
+    made = [json.loads((paths.root() / "results" / "metrics" / f"{run}.json").read_text())["provenance"]
+            for run in ("mnist_cpu", "mnist_fp")]
+    rerun = json.loads((paths.root() / "results" / "reproducibility" / "mnist_budget_rerun.json").read_text())
+    assert all(p["cpu"].startswith("AMD EPYC") for p in made)
+    assert (f"took {minutes(made[0]['wall_seconds'])} min (BNN) and {minutes(made[1]['wall_seconds'])} min "
+            f"(control) on one core of the AMD EPYC") in prose
+    again = [minutes(rerun["runs"][run]["wall_seconds"]) for run in ("mnist_cpu", "mnist_fp")]
+    assert rerun["provenance"]["cpu"].startswith("Intel") and f"in {again[0]} and {again[1]} min" in prose
+
+
 RUNNING = "BN running averages (same run)"  # round 7's scoring of its runs
 ROUND_10_TABLE = {"EMA 0.999": "exponential, decay 0.999", "EMA 0.9997": "exponential, decay 0.9997",
                   "SWA epochs 17-": "uniform, epochs 17-22", "SWA epochs 12-": "uniform, epochs 12-22"}
