@@ -2,7 +2,7 @@
 
     dvc repro -f mnist_budget                         # on another CPU: rewrites the outputs
     python scripts/cross_machine_rerun.py             # keeps what the rerun made
-    git checkout -- results/metrics results/tables dvc.lock   # the committed outputs again
+    git checkout HEAD -- results/metrics results/tables dvc.lock   # the committed outputs again
     python -m pytest tests/test_cross_machine_rerun.py
 
 It writes `results/reproducibility/mnist_budget_rerun.json`: for each budget run, its
