@@ -5,11 +5,19 @@
     git checkout HEAD -- results/metrics results/tables dvc.lock   # the committed outputs again
     python -m pytest tests/test_cross_machine_rerun.py
 
-It writes `results/reproducibility/mnist_budget_rerun.json`: for each budget run, its
-history without the seconds column, its best epoch and errors, the MD5 of its checkpoint
-file (what `dvc.lock` records for it) and its wall time, with the rerun's provenance
-(commit, CPU, numeric settings). The test compares that record with the committed
-outputs, which another machine made: same bits, or it fails and names what differs.
+The other seeds of both runs (stage `mnist_seeds`, frozen, so run its command directly):
+
+    python -m qnnpipeline.seeds --config params.yaml --section mnist_seeds
+    python scripts/cross_machine_rerun.py --stage mnist_seeds
+    git checkout HEAD -- results/metrics results/tables
+
+It writes `results/reproducibility/<stage>_rerun.json`: for each training, its history
+without the seconds column, its best epoch and errors, the MD5 of its checkpoint file (what
+`dvc.lock` records for the `mnist_budget` ones; the other seeds' checkpoints are not
+tracked) and its wall time, with the rerun's provenance (commit, CPU, numeric settings).
+For `mnist_seeds` it also keeps the rerun's summary (mean ± sd over the seeds and the
+BNN-minus-control interval). The test compares that record with the committed outputs,
+which another machine made: same bits, or it fails and names what differs.
 """
 from __future__ import annotations
 
@@ -20,9 +28,15 @@ import json
 import sys
 from pathlib import Path
 
-RUNS = ("mnist_cpu", "mnist_fp")  # the two trainings of the `mnist_budget` stage
+STAGES = {  # the trainings each stage makes (mnist_seeds reads seed 0 from mnist_budget)
+    "mnist_budget": ("mnist_cpu", "mnist_fp"),
+    "mnist_seeds": ("mnist_cpu_seed1", "mnist_cpu_seed2", "mnist_fp_seed1", "mnist_fp_seed2"),
+}
 SUMMARY = ("best_epoch", "best_val_error", "test_error", "epochs")
-RECORD = Path("results/reproducibility/mnist_budget_rerun.json")
+
+
+def record_path(stage: str) -> Path:
+    return Path("results") / "reproducibility" / f"{stage}_rerun.json"
 
 
 def history_without_seconds(path: Path) -> list[str]:
@@ -48,12 +62,16 @@ def run_record(run: str, root: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=".", help="the checkout the rerun wrote to")
+    parser.add_argument("--stage", choices=sorted(STAGES), default="mnist_budget")
     args = parser.parse_args(argv)
-    root = Path(args.root)
-    metrics = json.loads((root / "results" / "metrics" / f"{RUNS[0]}.json").read_text())
-    record = {"stage": "mnist_budget", "runs": {run: run_record(run, root) for run in RUNS},
+    root, runs = Path(args.root), STAGES[args.stage]
+    metrics = json.loads((root / "results" / "metrics" / f"{runs[0]}.json").read_text())
+    record = {"stage": args.stage, "runs": {run: run_record(run, root) for run in runs},
               "provenance": metrics["provenance"]}
-    out = root / RECORD
+    if args.stage == "mnist_seeds":
+        summary = json.loads((root / "results" / "metrics" / "mnist_seeds.json").read_text())
+        record["summary"] = {key: summary[key] for key in ("runs", "seeds", "difference")}
+    out = root / record_path(args.stage)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} (rerun on {record['provenance']['cpu']})")
