@@ -446,3 +446,33 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
         assert yaml.safe_load(params)[run]["train"]["lr_end"] == pytest.approx(chosen["train"]["lr_start"] / 100)
         for setting in ("epochs", "batch_size"):
             assert yaml.safe_load(params)[run]["train"][setting] == chosen["train"][setting]
+
+
+def test_quoted_search_round_16_matches_the_committed_search():
+    """Round 16: the paper's input dropout (0.2, hidden 0.3 kept) on seeds 100-103, paired
+    with round 7's runs; by round 14's rule, set before it ran, the budget takes it only if
+    the 95 % t interval lies below zero, and the README, params.yaml and the search script
+    state the verdict that the numbers give."""
+    search, params, readme = committed_search()
+    round_16 = search[search["round"] == 16]
+    assert set(round_16["dropout_in"]) == {0.2} and set(search[search["round"].between(3, 15)]["dropout_in"]) == {0.0}
+    assert set(round_16["dropout_hidden"]) == {0.3} and set(round_16["act_mode"]) == {"deterministic"}
+    assert set(round_16["batch_size"]) == {96} and set(round_16["optimizer"]) == {"adam"}
+    assert set(round_16["epoch"].groupby(round_16["seed"]).max()) == {22}
+    round_7 = search[(search["round"] == 7) & search["candidate"].str.startswith(RUNNING)]
+    paired = paired_on_seeds(round_16, round_7)
+    difference, low, high = paired.difference, paired.low, paired.high
+    assert sorted(difference.index) == [100, 101, 102, 103]
+    assert paired.in_readme in readme and paired.in_params in params
+    chosen = yaml.safe_load((paths.root() / "params.yaml").read_text())["mnist_cpu"]["model"]
+    taken = high < 0
+    assert chosen["dropout_in"] == (0.2 if taken else 0.0)
+    if not taken:
+        assert difference.mean() > 0  # "the interval holds zero and the mean is worse"
+        assert "The interval holds zero and the mean is worse, so the budget keeps input dropout 0" in readme
+        assert (f"({low:+.2f} to {high:+.2f} points; the lever was worse on {int((difference > 0).sum())} of 4 "
+                f"seeds), so input dropout stays 0") in \
+            " ".join((paths.root() / "scripts" / "budget_search.py").read_text().split())
+    last = lambda runs: 100 * runs.sort_values("epoch").groupby("seed")["train_error"].last()
+    lever, budget = last(round_16), last(round_7)
+    assert f"was {lever.min():.2f}-{lever.max():.2f} % against {budget.min():.2f}-{budget.max():.2f} %" in readme
