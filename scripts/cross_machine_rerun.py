@@ -35,10 +35,6 @@ STAGES = {  # the trainings each stage makes (mnist_seeds reads seed 0 from mnis
 SUMMARY = ("best_epoch", "best_val_error", "test_error", "epochs")
 
 
-def record_path(stage: str) -> Path:
-    return Path("results") / "reproducibility" / f"{stage}_rerun.json"
-
-
 def history_without_seconds(path: Path) -> list[str]:
     """The history CSV's rows, as text, without the one column that depends on the machine."""
     with path.open(newline="") as handle:
@@ -71,7 +67,7 @@ def main(argv=None) -> int:
     if args.stage == "mnist_seeds":
         summary = json.loads((root / "results" / "metrics" / "mnist_seeds.json").read_text())
         record["summary"] = {key: summary[key] for key in ("runs", "seeds", "difference")}
-    out = root / record_path(args.stage)
+    out = root / "results" / "reproducibility" / f"{args.stage}_rerun.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} (rerun on {record['provenance']['cpu']})")
