@@ -28,6 +28,8 @@ import json
 import sys
 from pathlib import Path
 
+from qnnpipeline.runs import write_json
+
 STAGES = {  # the trainings each stage makes (mnist_seeds reads seed 0 from mnist_budget)
     "mnist_budget": ("mnist_cpu", "mnist_fp"),
     "mnist_seeds": ("mnist_cpu_seed1", "mnist_cpu_seed2", "mnist_fp_seed1", "mnist_fp_seed2"),
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
         record["summary"] = {key: summary[key] for key in ("runs", "seeds", "difference")}
     out = root / "results" / "reproducibility" / f"{args.stage}_rerun.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(out, record)
     print(f"wrote {out} (rerun on {record['provenance']['cpu']})")
     return 0
 
