@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
+# REPRO_FLAGS=-f recomputes every stage, even those whose outputs match dvc.lock.
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/dvc repro $(REPRO_FLAGS)
 	$(BIN)/python -m qnnpipeline.claims_table --update-readme README.md
 
 test: $(STAMP)
