@@ -14,7 +14,8 @@ stochastic binarization b(r) = HT(r) + zero-mean noise. This module holds its ma
   verdict over >= `experiments.MIN_SEEDS` seeds generated from the per-seed results.
 
 Every function draws from an explicit `torch.Generator`, in a fixed order, so a seed
-fixes the numbers.
+fixes the numbers; and every product sums in a fixed order (`product`), so those numbers
+are the same bits on every CPU.
 """
 from __future__ import annotations
 
@@ -26,14 +27,26 @@ import torch
 
 from .experiments import MIN_SEEDS
 from .layers import squared_hinge_loss
+from .ordered_linear import ordered_mm
 from .quantizers import hard_tanh, sign, stochastic_sign
 
-__all__ = ["aligned_weights", "noise_to_signal", "squared_hinge_grad", "cosine",
+__all__ = ["product", "aligned_weights", "noise_to_signal", "squared_hinge_grad", "cosine",
            "gradient_comparison", "ESTIMATORS", "derivation_claims", "choose_learning_rates",
            "comparison_sentence"]
 
 ESTIMATORS = ("STE, one draw", "STE, mean over draws", "hard-tanh surrogate",
               "STE without saturation", "reference split-half")
+
+
+def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b for float32 vectors and matrices, each sum in the order of its terms
+    (`ordered_linear.ordered_mm`). These products are small (a layer's width against 10
+    outputs), and MKL sums them in an order that depends on the CPU even under the pinned
+    numerics: an AMD EPYC and an Intel Xeon gave notebook 03 different last digits. For
+    the same reason the square roots here are `math.sqrt` of Python floats, not MKL's."""
+    out = ordered_mm(a if a.dim() == 2 else a[None], b if b.dim() == 2 else b[:, None])
+    out = out if b.dim() == 2 else out[:, 0]
+    return out if a.dim() == 2 else out[0]
 
 
 def aligned_weights(r: torch.Tensor, units: int, rho: float, gen: torch.Generator) -> torch.Tensor:
@@ -44,7 +57,7 @@ def aligned_weights(r: torch.Tensor, units: int, rho: float, gen: torch.Generato
     """
     n = r.shape[-1]
     ht = hard_tanh(r)
-    t = ht / ht.pow(2).mean().sqrt()
+    t = ht / math.sqrt(ht.pow(2).mean().item())  # math, not MKL's vector sqrt: the same on every CPU
     xi = torch.randn(units, n, generator=gen)
     s = sign(torch.rand(units, 1, generator=gen) - 0.5)
     return (rho * s * t + math.sqrt(1 - rho ** 2) * xi) / math.sqrt(n)
@@ -64,9 +77,9 @@ def noise_to_signal(width: int, rho: float, gen: torch.Generator, inputs: int, u
         w = aligned_weights(r, units, rho, gen)
         ht = hard_tanh(r)
         b = stochastic_sign(r.expand(draws, width), gen)
-        signal2 += (w @ ht).pow(2).mean().item()
-        noise2_mc += ((b - ht) @ w.T).pow(2).mean().item()
-        noise2_exact += (w.pow(2) @ (1 - ht ** 2)).mean().item()
+        signal2 += product(w, ht).pow(2).mean().item()
+        noise2_mc += product(b - ht, w.T).pow(2).mean().item()
+        noise2_exact += product(w.pow(2), 1 - ht ** 2).mean().item()
     return math.sqrt(noise2_mc / signal2), math.sqrt(noise2_exact / signal2)
 
 
@@ -79,7 +92,7 @@ def squared_hinge_grad(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
     """Cosine similarity of two vectors (notebook 03 §5)."""
-    return (u @ v / (u.norm() * v.norm())).item()
+    return (product(u, v) / (u.norm() * v.norm())).item()
 
 
 def _expected_loss_sums(r, Wg, label, gen, draws, chunk):
@@ -93,13 +106,13 @@ def _expected_loss_sums(r, Wg, label, gen, draws, chunk):
     while done < draws:
         k = min(chunk, draws - done)
         b = stochastic_sign(r.expand(k, width), gen)
-        z = b @ Wg.T                                         # (k, m)
+        z = product(b, Wg.T)                                 # (k, m)
         rest = z[:, None, :] - b[:, :, None] * Wg.T[None]    # a_i for every unit i: (k, n, m)
         flip = (squared_hinge_loss(rest + Wg.T[None], label, reduction="none")
                 - squared_hinge_loss(rest - Wg.T[None], label, reduction="none"))   # (k, n)
         halves[0] += flip[0::2].sum(0)
         halves[1] += flip[1::2].sum(0)
-        g = squared_hinge_grad(z, label) @ Wg                # (k, n): w_i^T grad L(z)
+        g = product(squared_hinge_grad(z, label), Wg)        # (k, n): w_i^T grad L(z)
         ste_sum += (g * mask).sum(0)
         unsat_sum += g.sum(0)
         if one_draw is None:
@@ -123,13 +136,13 @@ def gradient_comparison(width: int, rho: float, gen: torch.Generator, outputs: i
     W = aligned_weights(r, outputs, rho, gen)
     label = torch.randint(outputs, (), generator=gen)
     ht = hard_tanh(r)
-    gamma = 1 / ((W @ ht).pow(2) + W.pow(2) @ (1 - ht ** 2)).mean().sqrt()    # E[z^2] = 1
+    gamma = 1 / math.sqrt((product(W, ht).pow(2) + product(W.pow(2), 1 - ht ** 2)).mean().item())  # E[z^2] = 1
     Wg = gamma * W
     slope = 0.5 * (r.abs() < 1).float()                      # sigma'(r)
     mask = (r.abs() <= 1).float()
     halves, ste_sum, unsat_sum, one_draw = _expected_loss_sums(r, Wg, label, gen, draws, chunk)
     exact = slope * (halves[0] + halves[1]) / draws
-    surrogate = mask * (squared_hinge_grad(ht @ Wg.T, label) @ Wg)
+    surrogate = mask * product(squared_hinge_grad(product(ht, Wg.T), label), Wg)
     values = (cosine(one_draw, exact), cosine(ste_sum / draws, exact), cosine(surrogate, exact),
               cosine(unsat_sum / draws, exact), cosine(slope * halves[0], slope * halves[1]))
     return dict(zip(ESTIMATORS, values))

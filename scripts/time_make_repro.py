@@ -9,8 +9,8 @@ halves of `make repro`: `make venv` (the environment of requirements.lock) and
 committed outputs match dvc.lock, so a plain `dvc repro` finds nothing to do). Each stage is
 timed from DVC's "Running stage" lines. Then every file the run rewrote is compared with the
 commit: the same bytes, the same once what describes the run rather than its result is left
-out (JSON `provenance`, the `seconds` column of histories, a notebook's metadata, execution
-counts and durations), or different. Writes a JSON record with this machine's provenance.
+out (JSON `provenance` and `seconds`, the `seconds` column of histories, a notebook's
+metadata, execution counts, durations and how its streams were split), or different. Writes a JSON record with this machine's provenance.
 Run it with nothing else on the machine, and with `QNN_DATA_MIRROR` set where there is no
 network.
 """
@@ -55,9 +55,12 @@ def timed(command: list[str], cwd: Path, log) -> tuple[float, dict[str, float]]:
     return end - start, {name: round(stop - begun, 1) for (name, begun), stop in zip(starts, ends)}
 
 
+RUN_DESCRIPTION = ("provenance", "seconds")  # JSON keys that describe the run, not its result
+
+
 def without_provenance(value):
     if isinstance(value, dict):
-        return {key: without_provenance(item) for key, item in value.items() if key != "provenance"}
+        return {key: without_provenance(item) for key, item in value.items() if key not in RUN_DESCRIPTION}
     if isinstance(value, list):
         return [without_provenance(item) for item in value]
     return value
@@ -70,12 +73,20 @@ def csv_without_seconds(text: str) -> list[list[str]]:
 
 
 def notebook_results(text: str) -> list:
-    """Each cell's source and outputs: what the notebook computed, not when or where."""
-    def output(item):
-        item = {key: value for key, value in item.items() if key not in ("execution_count", "metadata")}
-        return json.loads(DURATION.sub("DURATION", json.dumps(item, sort_keys=True)))
-    return [(cell["source"], [output(item) for item in cell.get("outputs", [])])
-            for cell in json.loads(text)["cells"]]
+    """Each cell's source and outputs: what the notebook computed, not when or where (a
+    stream's text may arrive in one output or in several)."""
+    def outputs(items):
+        kept = []
+        for item in items:
+            item = {key: value for key, value in item.items() if key not in ("execution_count", "metadata")}
+            if item.get("output_type") == "stream":
+                item["text"] = "".join(item["text"])
+                if kept and kept[-1].get("output_type") == "stream" and kept[-1]["name"] == item["name"]:
+                    kept[-1]["text"] += item["text"]
+                    continue
+            kept.append(item)
+        return json.loads(DURATION.sub("DURATION", json.dumps(kept, sort_keys=True)))
+    return [(cell["source"], outputs(cell.get("outputs", []))) for cell in json.loads(text)["cells"]]
 
 
 REDUCE = {".json": lambda text: without_provenance(json.loads(text)), ".csv": csv_without_seconds,

@@ -2,14 +2,19 @@
 forms, brute-force enumeration of every binarization and float autograd; the ablation
 helpers (learning-rate choice, verdicts) against hand computations."""
 import itertools
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from qnnlib import experiments, ste
+from qnnlib import experiments, numerics, ste
+from qnnlib.ordered_matmul import reference_matmul
 from qnnlib.layers import squared_hinge_loss
 from qnnlib.quantizers import hard_sigmoid, hard_tanh
 
@@ -89,6 +94,38 @@ def test_gradient_comparison_orders_the_estimators():
     assert list(values) == list(ste.ESTIMATORS)
     assert all(-1 <= v <= 1 + 1e-6 for v in values.values())
     assert values["STE, mean over draws"] > 0.99 > values["STE without saturation"]
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((7, 67), (67, 10)), ((67,), (67, 10)), ((10, 67), (67,)),
+                                              ((67,), (67,)), ((1, 1), (1, 1))])
+def test_product_sums_in_the_order_of_the_textbook_loop(a_shape, b_shape):
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(*a_shape, generator=gen), torch.randn(*b_shape, generator=gen)
+    expected = reference_matmul(a.reshape(-1, a_shape[-1]).numpy(), b.reshape(b_shape[0], -1).numpy())
+    got = ste.product(a, b)
+    assert got.shape == (a @ b).shape
+    assert np.array_equal(got.numpy().reshape(expected.shape), expected)
+
+
+MKL_BRANCHES = ("COMPATIBLE,STRICT", "AVX2,STRICT", "AUTO")
+NOTEBOOK_03_MATHS = """import json, torch
+from qnnlib import ste
+gen = torch.Generator().manual_seed(5)
+print(json.dumps([ste.noise_to_signal(300, 0.3, gen, inputs=3, units=10, draws=64),
+                  ste.gradient_comparison(300, 0.0, gen, outputs=10, draws=256)]))"""
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="the branches are MKL's")
+def test_notebook_03_maths_give_the_same_bits_on_every_mkl_branch():
+    """MKL's branch stands for the CPU: its products of these shapes changed with the branch
+    (and an AMD EPYC and an Intel Xeon gave notebook 03 different last digits) before every
+    product here summed in a fixed order."""
+    clean = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.PROFILES["portable"])}
+    outputs = {subprocess.run([sys.executable, "-c", NOTEBOOK_03_MATHS], capture_output=True, text=True, check=True,
+                              env={**clean, "MKL_CBWR": branch, "ATEN_CPU_CAPABILITY": "avx2"}).stdout
+               for branch in MKL_BRANCHES}
+    assert len(outputs) == 1, outputs
+    assert len(json.loads(outputs.pop())) == 2
 
 
 def synthetic_results(unsaturated_cosine=0.8, random_one_draw=0.9):

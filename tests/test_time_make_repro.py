@@ -31,8 +31,10 @@ def test_a_file_the_commit_lacks_is_new(tmp_path):
 
 
 def test_json_differing_only_in_provenance_is_result_identical(tmp_path):
-    made = {"error": 1.5, "runs": [{"provenance": {"cpu": "Intel"}, "seed": 0}], "provenance": {"cpu": "Intel"}}
-    committed = {"error": 1.5, "runs": [{"provenance": {"cpu": "AMD"}, "seed": 0}], "provenance": {"cpu": "AMD"}}
+    made = {"error": 1.5, "runs": [{"provenance": {"cpu": "Intel"}, "seed": 0}], "provenance": {"cpu": "Intel"},
+            "seconds": 1151.0}
+    committed = {"error": 1.5, "runs": [{"provenance": {"cpu": "AMD"}, "seed": 0}], "provenance": {"cpu": "AMD"},
+                 "seconds": 1360.1}
     assert verdict(tmp_path, "m.json", json.dumps(made), json.dumps(committed)) == "result identical"
 
 
@@ -49,14 +51,23 @@ def test_history_differing_only_in_seconds_is_result_identical(tmp_path):
 
 
 def test_notebook_differing_in_metadata_counts_and_durations_is_result_identical(tmp_path):
-    made = notebook([{"output_type": "stream", "text": "took 3.2 s, error 1.5 %"}], 7, {"where": "Intel"})
-    committed = notebook([{"output_type": "stream", "text": "took 4.1 s, error 1.5 %"}], 2, {"where": "AMD"})
+    made = notebook([{"output_type": "stream", "name": "stdout", "text": "took 3.2 s, error 1.5 %"}], 7, {"where": "Intel"})
+    committed = notebook([{"output_type": "stream", "name": "stdout", "text": "took 4.1 s, error 1.5 %"}], 2, {"where": "AMD"})
     assert verdict(tmp_path, "n.ipynb", made, committed) == "result identical"
 
 
+def test_notebook_whose_stream_arrived_in_two_pieces_is_result_identical(tmp_path):
+    made = notebook([{"output_type": "stream", "name": "stdout", "text": ["a\n"]},
+                     {"output_type": "stream", "name": "stdout", "text": "b\n"}])
+    committed = notebook([{"output_type": "stream", "name": "stdout", "text": ["a\n", "b\n"]}])
+    assert verdict(tmp_path, "n.ipynb", made, committed) == "result identical"
+    reordered = notebook([{"output_type": "stream", "name": "stdout", "text": ["b\n", "a\n"]}])
+    assert verdict(tmp_path, "n.ipynb", made, reordered) == "differs"
+
+
 def test_notebook_differing_in_an_output_differs(tmp_path):
-    made = notebook([{"output_type": "stream", "text": "error 1.5 %"}])
-    committed = notebook([{"output_type": "stream", "text": "error 1.6 %"}])
+    made = notebook([{"output_type": "stream", "name": "stdout", "text": "error 1.5 %"}])
+    committed = notebook([{"output_type": "stream", "name": "stdout", "text": "error 1.6 %"}])
     assert verdict(tmp_path, "n.ipynb", made, committed) == "differs"
 
 
