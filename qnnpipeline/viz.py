@@ -4,9 +4,11 @@ stage (`python -m qnnpipeline.viz`) builds results/FIGURES.md from all of them."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 
 from . import paths
@@ -20,6 +22,19 @@ def set_theme():
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.2)
     plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42,
                          "svg.hashsalt": "qnn", "figure.figsize": (6.0, 4.0)})
+
+
+@contextlib.contextmanager
+def seeded_numpy(seed: int):
+    """NumPy's global generator seeded for the block and restored after it. Seaborn's jitter
+    (`stripplot`) draws from it, and the trainings a notebook runs in its own process leave
+    it in a state that depends on which runs happened to run there."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def savefig(fig, name: str, caption: str) -> list:
