@@ -2,7 +2,10 @@
 README's account of the committed timing record."""
 import importlib.util
 import json
+import re
 import sys
+
+import yaml
 
 from qnnpipeline import paths
 
@@ -81,3 +84,43 @@ def test_stage_times_come_from_dvc_lines(tmp_path):
                                       "time.sleep(0.3)\nprint(\"Running stage 'b':\", flush=True)"], tmp_path, log)
     assert list(stages) == ["a", "b"] and stages["a"] >= 0.3 and total >= 0.3
 
+
+
+RECORD = paths.root() / "results" / "reproducibility" / "make_repro.json"
+# What notebook 06 measures is the speed of the machine it runs on (README "Reproducibility"),
+# and dvc.lock, the claims and the README carry its numbers.
+MACHINE_DEPENDENT = re.compile(r"06_runtime_and_energy|06_xnor_speedup|^results/tables/claims\.csv$|^README\.md$|^dvc\.lock$")
+
+
+def record():
+    return json.loads(RECORD.read_text())
+
+
+def test_the_timed_run_recomputed_every_stage_dvc_repro_runs():
+    stages = yaml.safe_load((paths.root() / "dvc.yaml").read_text())["stages"]
+    assert list(record()["stages"]) == [name for name, stage in stages.items() if not stage.get("frozen")]
+    assert sum(record()["stages"].values()) <= record()["repro_seconds"] + 1  # each rounded to 0.1 s
+
+
+def test_the_timed_run_gave_every_result_but_the_machines_speed_again():
+    files = record()["files"]
+    assert any(name.startswith("results/notebooks/") for name in files)
+    moved = {name: verdict for name, verdict in files.items()
+             if verdict not in ("identical", "result identical") and not MACHINE_DEPENDENT.search(name)}
+    assert not moved
+
+
+def test_the_readme_quotes_the_timed_run():
+    run, readme = record(), (paths.root() / "README.md").read_text()
+    provenance = run["provenance"]
+    assert provenance["dirty"] is False and provenance["numerics"]["profile"] == "portable"
+    minutes = lambda seconds: f"{seconds / 60:.1f}"  # noqa: E731
+    notebooks = sum(run["stages"][name] for name in ("binarization", "gradient_accumulation", "ste_derivation",
+                                                     "round_quantization"))
+    rest = run["repro_seconds"] - notebooks - run["stages"]["mnist_budget"]
+    vendor = "Intel Xeon" if "Intel" in provenance["cpu"] else "AMD EPYC"
+    quoted = (f"**{minutes(run['total_seconds'])} min** on a 2-core {vendor}, from a clean clone of commit "
+              f"{provenance['commit'][:7]} (set-up {minutes(run['setup_seconds'])} min, notebooks 01-04 "
+              f"{minutes(notebooks)}, `mnist_budget` {minutes(run['stages']['mnist_budget'])}, the rest "
+              f"{minutes(rest)})")
+    assert quoted in " ".join(readme.split())
