@@ -41,8 +41,9 @@ ESTIMATORS = ("STE, one draw", "STE, mean over draws", "hard-tanh surrogate",
 def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for float32 vectors and matrices, each sum in the order of its terms
     (`ordered_linear.ordered_mm`). These products are small (a layer's width against 10
-    outputs), and MKL sums them in an order that depends on the CPU even under the pinned
-    numerics: an AMD EPYC and an Intel Xeon gave notebook 03 different last digits. For
+    outputs), and MKL's results for them change with its code branch (`MKL_CBWR`, which
+    follows the CPU) even under the pinned numerics: one CPU gives other bits on another
+    branch, and an AMD EPYC and an Intel Xeon gave notebook 03 different last digits. For
     the same reason the square roots here are `math.sqrt` of Python floats, not MKL's."""
     out = ordered_mm(a if a.dim() == 2 else a[None], b if b.dim() == 2 else b[:, None])
     out = out if b.dim() == 2 else out[:, 0]
