@@ -30,8 +30,8 @@ import os
 import sys
 import warnings
 
-__all__ = ["PROFILES", "ENV", "pin", "pinned_environment", "profile", "settings", "mkl_branch",
-           "check"]
+__all__ = ["PROFILES", "ENV", "pin", "pinned_environment", "restored_environment", "profile",
+           "settings", "mkl_branch", "check"]
 
 ENV = "QNN_NUMERICS"
 PROFILES = {
@@ -76,13 +76,10 @@ def pin(name: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def pinned_environment(name: str):
-    """Profile `name` in the environment for the child processes started inside the
-    block (a notebook kernel, say); this process's environment comes back afterwards."""
-    keys = (ENV, *PROFILES["portable"])
+def restored_environment(keys):
+    """The block may set or remove the variables `keys`; they are as before once it ends."""
     saved = {key: os.environ.get(key) for key in keys}
     try:
-        pin(name)
         yield
     finally:
         for key, value in saved.items():
@@ -90,6 +87,15 @@ def pinned_environment(name: str):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def pinned_environment(name: str):
+    """Profile `name` in the environment for the child processes started inside the
+    block (a notebook kernel, say); this process's environment comes back afterwards."""
+    with restored_environment((ENV, *PROFILES["portable"])):
+        pin(name)
+        yield
 
 
 def _torch_cpu_library():

@@ -145,16 +145,9 @@ def execute(source: Path, executed: Path, parameters: dict, results: Path, progr
 @contextlib.contextmanager
 def environment(variables: dict):
     """`variables` set in os.environ inside the block (for the kernel), restored after it."""
-    saved = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
+    with numerics.restored_environment(variables):
+        os.environ.update(variables)
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def stop_processes(run_id: str, grace_seconds: float = 3.0) -> None:

@@ -83,6 +83,18 @@ def test_pinned_environment_restores_the_callers(monkeypatch):
     assert os.environ[numerics.ENV] == "portable"
 
 
+def test_restored_environment_undoes_sets_and_removals_even_on_error(monkeypatch):
+    monkeypatch.setenv("QNN_TEST_KEPT", "before")
+    monkeypatch.delenv("QNN_TEST_ABSENT", raising=False)
+    with pytest.raises(RuntimeError):
+        with numerics.restored_environment(["QNN_TEST_KEPT", "QNN_TEST_ABSENT"]):
+            del os.environ["QNN_TEST_KEPT"]
+            os.environ["QNN_TEST_ABSENT"] = "set inside"
+            raise RuntimeError("the block fails")
+    assert os.environ["QNN_TEST_KEPT"] == "before"
+    assert "QNN_TEST_ABSENT" not in os.environ
+
+
 def test_provenance_records_the_numerics():
     record = provenance()["numerics"]
     assert record["profile"] == os.environ.get(numerics.ENV, "native")
