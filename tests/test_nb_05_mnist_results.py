@@ -476,3 +476,25 @@ def test_quoted_search_round_16_matches_the_committed_search():
     last = lambda runs: 100 * runs.sort_values("epoch").groupby("seed")["train_error"].last()
     lever, budget = last(round_16), last(round_7)
     assert f"was {lever.min():.2f}-{lever.max():.2f} % against {budget.min():.2f}-{budget.max():.2f} %" in readme
+
+
+def test_quoted_late_epoch_test_errors_match_the_reported_histories():
+    """README: "over their last five epochs (18-22) the reported runs average X % test error
+    for the BNN and Y % for its float control (seeds 0-2)", with X above the 1.5 % goal and
+    Y at or below it (the histories of the committed runs, averaged here from the rows)."""
+    tables = paths.root() / "results" / "tables"
+
+    def late_test_pct(run: str) -> float:
+        per_seed = []
+        for suffix in ("", "_seed1", "_seed2"):
+            history = pd.read_csv(tables / f"{run}{suffix}_history.csv")
+            last_five = history[history["epoch"].between(18, 22)]
+            assert list(last_five["epoch"]) == [18, 19, 20, 21, 22]
+            per_seed.append(100 * last_five["test_error"].mean())
+        return sum(per_seed) / len(per_seed)
+
+    bnn, control = late_test_pct("mnist_cpu"), late_test_pct("mnist_fp")
+    readme = (paths.root() / "README.md").read_text().replace("\n", " ")
+    assert (f"the reported runs average {bnn:.2f} % test error for the BNN and {control:.2f} % "
+            "for its float control (seeds 0-2)") in readme
+    assert bnn > 1.5 >= round(control, 2)
