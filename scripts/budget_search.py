@@ -16,6 +16,7 @@
     python scripts/budget_search.py --round 14  # seeds 100-103: shift-based AdaMax (about 50 min)
     python scripts/budget_search.py --round 15  # seeds 106-107: round 13 again, both arms (about 50 min)
     python scripts/budget_search.py --round 16  # seeds 100-103: the paper's input dropout 0.2 (about 50 min)
+    python scripts/budget_search.py --round 17  # seeds 108-109: round 15 again, both arms (about 50 min)
 
 Trains each candidate BNN of a round (seed 0 unless the round names another; one thread
 each, two at a time, through `qnnlib.executor`) and replaces those candidates' rows of
@@ -44,6 +45,11 @@ Round 16's rule, set before it ran: round 14's, over its four seeds, for the pap
 input dropout (0.2, the Theano code's) in place of the budget's 0, hidden dropout 0.3 kept.
 It held zero (-0.02 to +0.20 points; the lever was worse on 4 of 4 seeds), so input
 dropout stays 0.
+Round 17's rule, set before it ran: round 15's question on two more fresh seeds, judged
+by the measure round 12 named after seeing its curves (mean validation error over epochs
+18-22), over the six seeds run since then (104-109): the stochastic activations are taken
+only if the 95 % t interval of the six paired differences lies below zero and no run
+trains longer than 25 minutes. A later look at one question, so its 95 % is nominal.
 """
 from __future__ import annotations
 
@@ -163,9 +169,14 @@ ROUND_16 = {  # the paper's input dropout, never tried at this width (round 1 pa
     f"input dropout 0.2, seed {seed}": ({**_ROUND_3_BASE, "dropout_in": 0.2}, {**_ROUND_5_TRAIN, "seed": seed})
     for seed in (100, 101, 102, 103)
 }
+ROUND_17 = {  # round 15 on two more fresh seeds, both arms, for round 12's late-epoch measure
+    f"{name}, seed {seed}": (model, {**_ROUND_5_TRAIN, "seed": seed})
+    for seed in (108, 109)
+    for name, (model, _) in ROUND_5.items()
+}
 ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5, 6: ROUND_6, 7: ROUND_7,
           8: ROUND_8, 9: ROUND_9, 10: ROUND_10, 11: ROUND_11, 12: ROUND_12, 13: ROUND_13, 14: ROUND_14,
-          15: ROUND_15, 16: ROUND_16}
+          15: ROUND_15, 16: ROUND_16, 17: ROUND_17}
 BASE_MODEL = {"kind": "bnn", "hidden": 1024, "depth": 3, "dropout_in": 0.2, "dropout_hidden": 0.5,
               "act_mode": "deterministic"}
 BASE_TRAIN = {"epochs": 15, "batch_size": 100, "seed": 0, "threads": 1, "progress": False}
