@@ -85,7 +85,6 @@ def test_stage_times_come_from_dvc_lines(tmp_path):
     assert list(stages) == ["a", "b"] and stages["a"] >= 0.3 and total >= 0.3
 
 
-
 RECORD = paths.root() / "results" / "reproducibility" / "make_repro.json"
 # What notebook 06 measures is the speed of the machine it runs on (README "Reproducibility"),
 # and dvc.lock, the claims and the README carry its numbers.
