@@ -16,8 +16,6 @@ provenance.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,15 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import qnnpipeline  # noqa: E402,F401 (pinned numerics, as the budget runs)
 import torch  # noqa: E402
 
+from benchmarks.budget_step import BUDGET, command_line, minibatch, write_report  # noqa: E402
 from qnnlib.experiments import seeded_model  # noqa: E402
 from qnnlib.models import quant_linears  # noqa: E402
-from qnnlib.provenance import provenance  # noqa: E402
 from qnnlib.timing import race  # noqa: E402
 from qnnlib.training import make_optimizer, train_step  # noqa: E402
-from qnnpipeline import paths  # noqa: E402
-from qnnpipeline.params import train_section  # noqa: E402
 
-BUDGET = train_section(paths.root() / "params.yaml", "mnist_cpu")
 BUDGET_NAME = "budget: deterministic sign, dropout 0 / 0.3"
 LEVER_NAME = "lever: stochastic activations, no dropout"
 MODELS = {BUDGET_NAME: BUDGET["model"],
@@ -44,15 +39,10 @@ MODELS = {BUDGET_NAME: BUDGET["model"],
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--out", default=str(paths.results_dir() / "benchmarks" / "activation_step.json"))
-    args = parser.parse_args(argv)
+    args = command_line(__doc__, "activation_step", repeats=40, argv=argv)
     start = time.perf_counter()
     torch.set_num_threads(1)
-    batch = BUDGET["train"]["batch_size"]
-    draws = torch.Generator().manual_seed(0)
-    inputs, labels = torch.rand(batch, 784, generator=draws) * 2 - 1, torch.randint(0, 10, (batch,), generator=draws)
+    inputs, labels = minibatch()
     models = {name: seeded_model(spec, 0) for name, spec in MODELS.items()}
     optimizers = {name: make_optimizer(model, BUDGET["train"]["lr_start"]) for name, model in models.items()}
     steps = {name: (lambda name=name: train_step(models[name], optimizers[name], inputs, labels,
@@ -62,7 +52,7 @@ def main(argv=None) -> int:
     budget, lever = timings[BUDGET_NAME], timings[LEVER_NAME]
     # one ratio per round of the race: its two samples were taken back to back
     by_round = sorted(ours / theirs for ours, theirs in zip(lever.samples_s, budget.samples_s))
-    report = {"net": "params.yaml mnist_cpu: 784-2048x3-10 BNN, ordered products", "batch": batch, "threads": 1,
+    report = {"net": "params.yaml mnist_cpu: 784-2048x3-10 BNN, ordered products", "batch": len(inputs), "threads": 1,
               "models": MODELS, "repeats": args.repeats,
               "training_step": {name: {"median_ms": round(1e3 * timing.median_s, 2),
                                        "best_ms": round(1e3 * timing.best_s, 2),
@@ -75,11 +65,7 @@ def main(argv=None) -> int:
         print(f"{name}: {entry['median_ms']} ms (median), {entry['ratio_to_budget']}x the budget's step "
               f"(best samples: {entry['best_ratio_to_budget']}x)")
     print("lever / budget, one ratio per round of the race:", report["lever_ratio_by_round"])
-    report["provenance"] = provenance(threads=1, wall_seconds=time.perf_counter() - start)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, args.out, start)
     return 0
 
 

@@ -13,8 +13,6 @@ still fit in 25 minutes. Writes a JSON report with provenance.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,33 +22,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import qnnpipeline  # noqa: E402,F401 (pinned numerics, as the budget runs)
 import torch  # noqa: E402
 
+from benchmarks.budget_step import BUDGET, command_line, minibatch, write_report  # noqa: E402
 from qnnlib.experiments import seeded_model  # noqa: E402
 from qnnlib.fused_shift_adamax import make_fused_shift_adamax  # noqa: E402
 from qnnlib.models import quant_linears  # noqa: E402
-from qnnlib.provenance import provenance  # noqa: E402
 from qnnlib.shift import make_shift_adamax  # noqa: E402
 from qnnlib.timing import race  # noqa: E402
 from qnnlib.training import make_optimizer, train_step  # noqa: E402
-from qnnpipeline import paths  # noqa: E402
-from qnnpipeline.params import train_section  # noqa: E402
 
 OPTIMIZERS = {"Adam (fused)": make_optimizer, "shift-based AdaMax, per op": make_shift_adamax,
               "shift-based AdaMax, fused": make_fused_shift_adamax}
 
 
-BUDGET = train_section(paths.root() / "params.yaml", "mnist_cpu")
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", default=str(paths.results_dir() / "benchmarks" / "optimizer_step.json"))
-    args = parser.parse_args(argv)
+    args = command_line(__doc__, "optimizer_step", repeats=15, argv=argv)
     start = time.perf_counter()
     torch.set_num_threads(1)
-    batch = BUDGET["train"]["batch_size"]
-    draws = torch.Generator().manual_seed(0)
-    inputs, labels = torch.rand(batch, 784, generator=draws) * 2 - 1, torch.randint(0, 10, (batch,), generator=draws)
+    inputs, labels = minibatch()
+    draws = torch.Generator().manual_seed(1)
     models = {name: seeded_model(BUDGET["model"], 0) for name in OPTIMIZERS}
     optimizers = {name: factory(models[name], 3e-3) for name, factory in OPTIMIZERS.items()}
     for model in models.values():  # the same small gradients for every step of the first race
@@ -60,18 +49,14 @@ def main(argv=None) -> int:
     whole = race({name: (lambda name=name: train_step(models[name], optimizers[name], inputs, labels,
                                                      clip_layers=quant_linears(models[name])))
                   for name in OPTIMIZERS}, repeats=args.repeats)
-    report = {"net": "params.yaml mnist_cpu: 784-2048x3-10 BNN, ordered products", "batch": batch, "threads": 1}
+    report = {"net": "params.yaml mnist_cpu: 784-2048x3-10 BNN, ordered products", "batch": len(inputs), "threads": 1}
     for label, timings in (("optimizer_step", step_alone), ("training_step", whole)):
         adam = timings["Adam (fused)"].median_s
         report[label] = {name: {"median_ms": round(1e3 * timing.median_s, 2), "best_ms": round(1e3 * timing.best_s, 2),
                                 "ratio_to_adam": round(timing.median_s / adam, 3)}
                          for name, timing in timings.items()}
         print(label, {name: entry["median_ms"] for name, entry in report[label].items()}, "ms (median)")
-    report["provenance"] = provenance(threads=1, wall_seconds=time.perf_counter() - start)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, args.out, start)
     return 0
 
 

@@ -1,0 +1,34 @@
+"""The budget-step benchmarks (`benchmarks/activation_step.py`, `benchmarks/optimizer_step.py`)
+run from a clean checkout and write what the README quotes from them."""
+import json
+
+import yaml
+
+from benchmarks import activation_step, budget_step
+from qnnpipeline import paths
+
+
+def test_the_minibatch_is_fixed_and_of_the_budgets_size():
+    inputs, labels = budget_step.minibatch()
+    again, again_labels = budget_step.minibatch()
+    batch = yaml.safe_load((paths.root() / "params.yaml").read_text())["mnist_cpu"]["train"]["batch_size"]
+    assert inputs.shape == (batch, 784) and labels.shape == (batch,)
+    assert inputs.min() >= -1 and inputs.max() < 1 and set(labels.tolist()) <= set(range(10))
+    assert inputs.equal(again) and labels.equal(again_labels)
+
+
+def test_activation_step_writes_the_race_of_the_two_nets(tmp_path):
+    out = tmp_path / "activation_step.json"
+    assert activation_step.main(["--repeats", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    budget, lever = report["models"].values()
+    assert lever == {**budget, "dropout_hidden": 0.0, "act_mode": "stochastic"} and budget["kind"] == "bnn"
+    steps = report["training_step"]
+    assert list(steps) == list(report["models"])
+    first, second = steps.values()
+    assert first["ratio_to_budget"] == first["best_ratio_to_budget"] == 1.0
+    assert abs(second["ratio_to_budget"] - second["median_ms"] / first["median_ms"]) < 2e-3
+    spread = report["lever_ratio_by_round"]
+    assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+    assert report["repeats"] == 2 and report["provenance"]["threads"] == 1
+    assert report["provenance"]["numerics"]["profile"] == "portable"  # as the budget runs
