@@ -1,7 +1,7 @@
-"""What search rounds 5-17's lever costs per training step: the budget BNN of
-`params.yaml: mnist_cpu` (784-2048x3-10, ordered products, batch 96, one thread, deterministic
-sign, hidden dropout 0.3) against the same net with the paper's Torch7 choices (stochastic
-sign of the activations, no dropout).
+"""What the lever of search rounds 5, 12, 13, 15 and 17 costs per training step: the budget
+BNN of `params.yaml: mnist_cpu` (784-2048x3-10, ordered products, batch 96, one thread,
+deterministic sign, hidden dropout 0.3) against the same net with the paper's Torch7 choices
+(stochastic sign of the activations, no dropout).
 
     python benchmarks/activation_step.py [--repeats 40] [--out results/benchmarks/activation_step.json]
 
