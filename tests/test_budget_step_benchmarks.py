@@ -1,5 +1,6 @@
-"""The budget-step benchmarks (`benchmarks/activation_step.py`, `benchmarks/optimizer_step.py`)
-run from a clean checkout and write what the README quotes from them."""
+"""The budget-step benchmarks' shared minibatch (`benchmarks/budget_step.py`), and
+`benchmarks/activation_step.py` run as a script from the checkout, writing the report whose
+committed copy the README quotes (checked in test_nb_05_mnist_results)."""
 import importlib.util
 import json
 import subprocess
