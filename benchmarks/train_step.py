@@ -12,7 +12,7 @@ GEMMs). The machine is described by `qnnlib.provenance.provenance`.
 
 Writes results/benchmarks/train_step.json (one entry per device, with the machine).
 
-    python benchmarks/train_step.py --numerics [--hidden 2048] [--repeats 15]
+    python benchmarks/train_step.py --numerics [--hidden 2048] [--repeats 20]
 
 measures instead what the pinned numerics cost (README, "Reproducibility"): the budget
 nets' training step (784-2048x3-10, batch 100, one thread) in two worker processes, one
@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -127,13 +128,14 @@ class StepWorker:
 
 def measure_numerics(hidden: int, repeats: int) -> dict:
     """Step time of the budget BNN and its control under each of `CANDIDATES`, in alternation."""
+    start = time.perf_counter()
+    load_before = round(os.getloadavg()[0], 2)
     report = {"net": f"784-{hidden}x3-10", "batch_size": 100, "threads_per_process": 1,
-              "steps_per_epoch": STEPS_PER_EPOCH,
-              "machine": provenance(threads=1) | {"load_average_1min": round(os.getloadavg()[0], 2)}}
+              "steps_per_epoch": STEPS_PER_EPOCH, "rounds": repeats, "steps_per_round": 5}
     for kind in ("bnn", "full_precision"):
         workers = {name: StepWorker(name, kind, hidden) for name in CANDIDATES}
         try:
-            timed = race(workers, repeats, calls=5, warmup=3)
+            timed = race(workers, repeats, calls=report["steps_per_round"], warmup=3)
         finally:
             for worker in workers.values():
                 worker.close()
@@ -148,6 +150,9 @@ def measure_numerics(hidden: int, repeats: int) -> dict:
         report[kind] = entry
         print(f"{kind}: " + ", ".join(f"{name} {entry[name]['ms_per_step']['median']} ms/step "
                                       f"(x{entry[name]['over_native']})" for name in CANDIDATES))
+    # provenance last, so that its commit and dirty state are those the run ended with
+    report["machine"] = provenance(threads=1, wall_seconds=time.perf_counter() - start) | {
+        "load_average_1min": load_before}
     return report
 
 
@@ -161,7 +166,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, help=f"default {OUT.name}, or with --numerics {NUMERICS_OUT.name}")
     parser.add_argument("--quick", action="store_true", help="hidden 256, 3 rounds of 2 steps")
     parser.add_argument("--numerics", action="store_true",
                         help="pinned vs native numerics on the budget nets (hidden 2048 unless given)")
@@ -173,9 +178,10 @@ def main(argv=None) -> dict:
     if args.numerics:
         hidden = args.hidden if args.hidden != 4096 else 2048
         report = measure_numerics(256 if args.quick else hidden, 2 if args.quick else args.repeats)
-        NUMERICS_OUT.parent.mkdir(parents=True, exist_ok=True)
-        NUMERICS_OUT.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {NUMERICS_OUT.relative_to(NUMERICS_OUT.parents[2])}")
+        out = args.out or NUMERICS_OUT
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
         return report
     if args.quick:
         args.hidden, args.repeats, args.steps, args.warmup = 256, 3, 2, 1
@@ -191,9 +197,10 @@ def main(argv=None) -> dict:
         report[name] = result
         print(f"{name}: BNN {result['bnn_ms_median']:.2f} ms, twin {result['twin_ms_median']:.2f} ms, "
               f"ratio {result['ratio_median']:.2f} (goal <= {GOAL_RATIO})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = args.out or OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
     return report
 
 
