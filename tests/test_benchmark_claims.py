@@ -1,7 +1,11 @@
 """The README's executor-cost table and verdict are those of the committed
-results/benchmarks/executor.json (`python benchmarks/executor.py --rounds 3`)."""
+results/benchmarks/executor.json (`python benchmarks/executor.py --rounds 3`), and its
+numerics-cost table and verdicts those of results/reproducibility/numerics_cost.json
+(`python benchmarks/train_step.py --numerics`)."""
 import json
 import re
+import subprocess
+import sys
 
 from qnnpipeline import paths
 
@@ -53,3 +57,70 @@ def test_readme_names_the_machine_and_commit_that_made_the_executor_benchmark():
     cores = made["logical_cpus"]
     assert made["dirty"] is False
     assert f"On a {cores}-core {machine}, from a clean checkout of commit {made['commit'][:7]}" in section
+
+
+def numerics_cost_section():
+    readme = (paths.root() / "README.md").read_text()
+    return readme[readme.index("**What it costs.**"):readme.index("**The ordered product gives the speed back.**")]
+
+
+def test_readme_numerics_cost_table_is_the_committed_benchmark():
+    report = json.loads((paths.root() / "results" / "reproducibility" / "numerics_cost.json").read_text())
+    section = numerics_cost_section()
+    made = report["machine"]
+    machine = "Intel Xeon" if made["cpu"].startswith("Intel") else " ".join(made["cpu"].split()[:2])
+    assert made["dirty"] is False
+    flat = " ".join(section.split())
+    assert (f"on a {made['logical_cpus']}-core {machine}, from a clean checkout of commit "
+            f"{made['commit'][:7]}") in flat
+    assert f"| training step, median (min-max) of {report['rounds']} rounds |" in section
+    columns = ("native", "portable", "avx2-branch", "portable-ordered")
+
+    def cell(entry, with_spread, bold):
+        ms = entry["ms_per_step"]
+        spread = f" ({ms['min']:.0f}-{ms['max']:.0f})" if with_spread else ""
+        ratio = f"{entry['over_native']:.2f}x"
+        ratio = f"**{ratio}**" if bold else ratio
+        return f"{ms['median']:.0f} ms{spread}" + ("" if entry["over_native"] == 1.0 else f": {ratio}")
+
+    for kind, label in (("bnn", "budget BNN"), ("full_precision", "its full-precision control")):
+        entry = report[kind]
+        cells = [cell(entry["native"], True, False), cell(entry["portable"], True, True),
+                 cell(entry["avx2-branch"], False, False), cell(entry["portable-ordered"], True, True)]
+        assert f"| {label} | " + " | ".join(cells) + " |" in section
+    derived = [f"{report['bnn'][c]['s_per_epoch_derived']:.0f} / {report['full_precision'][c]['s_per_epoch_derived']:.0f} s"
+               for c in columns]
+    assert f"| derived s/epoch ({report['steps_per_epoch']} steps), BNN / control | " + " | ".join(derived) + " |" in section
+
+
+def test_readme_numerics_cost_verdicts_follow_the_committed_benchmark():
+    report = json.loads((paths.root() / "results" / "reproducibility" / "numerics_cost.json").read_text())
+    readme = " ".join((paths.root() / "README.md").read_text().split())
+    bnn, control = report["bnn"], report["full_precision"]
+    # "with MKL's products the pinned step costs 1.7 to 2.4 times the native one", "far from the 5 %"
+    for entry in (bnn, control):
+        assert 1.7 <= round(entry["portable"]["over_native"], 1) <= 2.4
+    assert "costs 1.7 to 2.4 times the native one" in readme and "far from the 5 % we aimed for" in readme
+    # "MKL's AVX2 branch is not honoured on AMD CPUs": MKL ran its AUTO branch there
+    if report["machine"]["cpu"].startswith("AMD"):
+        assert bnn["avx2-branch"]["numerics"]["mkl_branch"].startswith("AUTO")
+    # "1.5x faster than MKL's pinned products, 17 % slower than native for the BNN and 35 % for the control"
+    speedup = bnn["portable"]["ms_per_step"]["median"] / bnn["portable-ordered"]["ms_per_step"]["median"]
+    slower = [f"{100 * (e['portable-ordered']['over_native'] - 1):.0f} %" for e in (bnn, control)]
+    assert (f"{speedup:.1f}x faster than MKL's pinned products, {slower[0]} slower than native for the BNN "
+            f"and {slower[1]} for the control") in readme
+
+
+def test_numerics_benchmark_runs_from_the_checkout_and_writes_what_the_readme_quotes(tmp_path):
+    out = tmp_path / "numerics_cost.json"
+    subprocess.run([sys.executable, "benchmarks/train_step.py", "--numerics", "--quick", "--out", str(out)],
+                   cwd=paths.root(), check=True, capture_output=True, timeout=600)
+    report = json.loads(out.read_text())
+    committed = json.loads((paths.root() / "results" / "reproducibility" / "numerics_cost.json").read_text())
+    assert report.keys() == committed.keys() and report["rounds"] == 2
+    for kind in ("bnn", "full_precision"):
+        assert report[kind].keys() == committed[kind].keys()
+        assert report[kind]["native"]["over_native"] == 1.0
+        assert report[kind]["portable-ordered"]["matmul"] == "ordered"
+        assert report[kind]["portable"]["numerics"]["aten_capability"] == "AVX2"
+    assert report["machine"]["wall_seconds"] > 0
