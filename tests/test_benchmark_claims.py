@@ -74,6 +74,8 @@ def test_readme_numerics_cost_table_is_the_committed_benchmark():
     assert (f"on a {made['logical_cpus']}-core {machine}, from a clean checkout of commit "
             f"{made['commit'][:7]}") in flat
     assert f"| training step, median (min-max) of {report['rounds']} rounds |" in section
+    assert (f"training step, {report['net']}, batch {report['batch_size']}, one thread;" in flat
+            and report["threads_per_process"] == 1 and made["threads"] == 1)
     columns = ("native", "portable", "avx2-branch", "portable-ordered")
 
     def cell(entry, with_spread, bold):
