@@ -576,3 +576,32 @@ def test_quoted_search_round_17_matches_the_committed_search():
     chosen = yaml.safe_load((paths.root() / "params.yaml").read_text())["mnist_cpu"]
     assert chosen["model"].get("act_mode", "deterministic") == "deterministic"
     assert chosen["model"]["dropout_hidden"] == 0.3
+
+
+def test_the_search_paragraph_quotes_each_round_where_it_speaks_of_it():
+    """Notebook 05's departures cell quotes rounds 1-5 in prose; the same number can stand
+    for two candidates (round 1's 0 / 0.2 and round 4's seed-0 check both reached 1.61 %),
+    so each is checked in its own sentence, not merely somewhere in the notebook."""
+    search, _, _ = committed_search()
+    best = {name: f"{100 * runs['val_error'].min():.2f} %" for name, runs in search.groupby("candidate")}
+    cells = json.loads((paths.root() / "notebooks" / f"{NAME}.ipynb").read_text())["cells"]
+    prose = " ".join(" ".join("".join(cell["source"]).split()) for cell in cells if cell["cell_type"] == "markdown")
+    round_1 = search[search["round"] == 1]
+    assert (set(round_1["hidden"]), round_1["epoch"].max()) == ({1024}, 15)
+    ordered = "3 x 2048, ordered, lr 3e-3"
+    for sentence in (
+            f"Round 1 (3 × 1024 BNNs, 15 epochs) gave {best['paper dropout, lr 3e-3']} validation error with "
+            f"the paper's dropout and {best['dropout 0 / 0.2, lr 3e-3']} with 0 / 0.2.",
+            f"1e-2 reached {best['paper dropout, lr 1e-2']}, better than the paper's 3e-3 "
+            f"({best['paper dropout, lr 3e-3']}) and 1e-3 ({best['paper dropout, lr 1e-3']})",
+            f"gave {best['3 x 2048, 20 epochs, dropout 0 / 0.3']} with hidden dropout 0.3 and "
+            f"{best['3 x 2048, 20 epochs, dropout 0 / 0.2']} with 0.2",
+            f"the paper's 3e-3 reached {best[ordered]} and 1e-2 {best['3 x 2048, ordered, lr 1e-2']}",
+            f"decaying 1000x to 3e-6 reached {best[ordered + ' -> 3e-6']}, against {best[ordered]} for round "
+            f"3's 100x (3e-5) and {best[ordered + ' -> 3e-7']} for the paper's own final rate",
+            f"3e-6 reached {best[ordered + ' -> 3e-6, seed 0 check']} validation error against "
+            f"{best['3 x 2048, ordered, lr 3e-3 -> 3e-5, seed 0 (budget run)']} for that seed's budget run",
+            f"batch 96 for 22 epochs reached {best['batch 96, 22 epochs, dropout 0 / 0.3']} against round 3's "
+            f"{best[ordered]} (batch 100, 20 epochs), and "
+            f"{best['batch 96, 22 epochs, stochastic activations, no dropout']} with two choices"):
+        assert sentence in prose, sentence
