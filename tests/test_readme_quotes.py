@@ -1,8 +1,13 @@
 """The README's prose copies of committed results: the budget paragraph ("The budget now"),
-the search rounds it quotes from results/search/, and the GPU runs of `make gpu-train`.
-Each quote is recomputed from the file it came from, and each verdict from its numbers."""
+the search rounds it quotes from results/search/, the GPU runs of `make gpu-train`, and the
+table of what changed when the results were regenerated (the files at the commits it names,
+read with `git show`). Each quote is recomputed from the file it came from, and each verdict
+from its numbers."""
+import io
 import json
 import os
+import re
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -45,17 +50,28 @@ def test_the_budget_paragraph_quotes_the_reported_seeds():
     assert np.mean(test_errors) > 1.5 and "is not met" in text
 
 
-def test_the_budget_paragraph_compares_with_the_quoted_earlier_seeds():
-    """Before batch 96 the BNN's seeds scored 1.56, 1.58 and 1.57 % (the regeneration table
-    above it): their mean ± sd, and Welch's interval against today's seeds, as quoted."""
+def test_the_budget_paragraph_compares_with_the_earlier_seeds():
+    """Before batch 96 (the regeneration table's last column, its commit's files) the BNN's
+    seeds and their control: quoted under the table, and compared with today's seeds in the
+    budget paragraph (Welch's interval recomputed from the seeds' errors)."""
     text = readme()
-    before = [float(value) for value in "1.56 1.58 1.57".split()]
-    assert "the BNN's three seeds agreed closely (1.56, 1.58, 1.57 %)" in text
+    commit = regeneration_table()[0][-1]
+    before = [committed_at(commit, f"mnist_cpu{suffix}")["test_error_pct"] for suffix in SEEDS]
+    assert f"the BNN's three seeds agreed closely ({', '.join(f'{e:.2f}' for e in before)} %)" in text
+    then = committed_at(commit, "mnist_seeds")["difference"]
+    assert (f"BNN minus control {then['difference_pct']:+.2f} points (95 % CI {then['ci_low_pct']:+.2f} to "
+            f"{then['ci_high_pct']:+.2f}), {then['verdict']} (3 seeds each)") in text
     now = [metrics(f"mnist_cpu{suffix}")["test_error_pct"] for suffix in SEEDS]
     difference, low, high = welch_reference(now, before)
     assert f"against {mean_sd(before)}: a change of {difference:+.2f} points (95 % CI {low:+.2f} to {high:+.2f}" in \
         budget_paragraph()
     assert low < 0 < high and "no clear difference" in budget_paragraph()
+    # "seed 0 moved by 0.30 points under MKL's pinned products, more than the seeds' sd"
+    first_two = regeneration_table()[0][:2]
+    native, pinned = (committed_at(c, "mnist_cpu")["test_error_pct"] for c in first_two)
+    spread = max(committed_at(c, "mnist_seeds")["runs"]["mnist_cpu"]["test_error_pct_sd"] for c in first_two)
+    assert f"seed 0 moved by {pinned - native:.2f} points under MKL's pinned products, more than the" in text
+    assert abs(pinned - native) > spread
 
 
 def test_the_budget_paragraph_quotes_seed_0s_curve_and_the_difference():
@@ -150,3 +166,92 @@ def test_the_packed_gpu_model_scores_its_recorded_test_error_on_the_cpu(tmp_path
     recorded = metrics("mnist_paper_short")["test_error_pct"]
     assert f"{error:.2f}" == f"{recorded:.2f}"
     assert f"the packed model read back on the CPU gives the same {recorded:.2f} %" in readme()
+
+
+def regeneration_table() -> tuple[list[str], dict[str, list[str]]]:
+    """The commits heading the columns of "What changed when the results were regenerated",
+    and each row's cells by its first cell."""
+    text = (paths.root() / "README.md").read_text()
+    section = text[text.index("**What changed when the results were regenerated.**"):]
+    table = section[section.index("\n| "):]
+    lines = table[:table.index("\n\n")].strip().splitlines()
+    commits = re.findall(r"([0-9a-f]{7})\) \|", lines[0] + " |")
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    return commits, rows
+
+
+def shown(commit: str, path: str) -> str:
+    """`path` as committed at `commit` (the README names the commits of its history table)."""
+    result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=paths.root(), capture_output=True, text=True)
+    if result.returncode:
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=paths.root(),
+                                 capture_output=True, text=True).stdout.strip() == "true"
+        if shallow:
+            pytest.skip(f"a shallow clone, without {commit}: the table's history needs a full one")
+        pytest.fail(f"git show {commit}:{path}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def committed_at(commit: str, name: str) -> dict:
+    return json.loads(shown(commit, f"results/metrics/{name}.json"))
+
+
+def ci(verdict: dict) -> str:
+    return f"CI {verdict['ci_low_pct']:+.2f} to {verdict['ci_high_pct']:+.2f}"
+
+
+def test_the_regeneration_table_quotes_the_commits_it_names():
+    commits, rows = regeneration_table()
+    assert len(commits) == 3 and all(len(cells) == 3 for cells in rows.values())
+    for column, commit in enumerate(commits):
+        for run, row in (("mnist_cpu", "budget BNN (`mnist_cpu`), seed 0"),
+                         ("mnist_fp", "its control (`mnist_fp`), seed 0")):
+            made, cell = committed_at(commit, run), rows[row][column]
+            assert cell.split()[0] == f"{made['test_error_pct']:.2f}", (commit, row)
+            assert "(best epoch" not in cell or cell.endswith(f"(best epoch {made['best_epoch']})"), (commit, row)
+        seeds = committed_at(commit, "mnist_seeds")["runs"]
+        for run, row in (("mnist_cpu", "budget BNN over seeds 0-2 (`mnist_seeds`)"),
+                         ("mnist_fp", "its control over seeds 0-2")):
+            if "±" in rows[row][column]:
+                assert rows[row][column] == (f"{seeds[run]['test_error_pct_mean']:.2f} ± "
+                                             f"{seeds[run]['test_error_pct_sd']:.2f}"), (commit, row)
+
+
+def test_the_regeneration_table_quotes_the_notebooks_as_committed():
+    commits, rows = regeneration_table()
+    for column, commit in enumerate(commits[:2]):  # notebooks 01-06 were not rerun for the third
+        binarization = committed_at(commit, "01_binarization")
+        assert rows["01: deterministic weights and activations"][column] == (
+            f"{binarization['test_error_pct_mean']['Wdet_Adet']:.2f} ± "
+            f"{binarization['test_error_pct_std']['Wdet_Adet']:.2f}")
+        stochastic = binarization["verdicts"]["activations_with_stochastic_weights"]
+        assert rows["01: stochastic activations with stochastic weights, vs deterministic"][column] == \
+            f"{stochastic['verdict']} ({ci(stochastic)})"
+        ste = committed_at(commit, "03_ste_derivation")
+        saturation = ste["verdicts"]["saturation"]
+        assert rows["03: saturated minus unsaturated STE"][column] == \
+            f"{saturation['difference_pct']:+.2f} ({ci(saturation)})"
+        tuned = ste["ablation"]["unsaturated"]["lr_start"]
+        grid = [float(lr) for lr in ste["lr_tuning"]["val_error_pct"]["unsaturated"]]
+        assert rows["03: unsaturated STE's tuned learning rate"][column] == \
+            f"{tuned:g}" + (" (the edge of its grid)" if tuned == max(grid) else "")
+        quantization = committed_at(commit, "04_round_quantization")
+        four_bit = quantization["sweep_verdicts"]["vs_full_precision"]["w4_a1"]
+        # the record keeps 4 decimals (1.535 for 1.53503): recompute from the seeds' errors
+        sweep = pd.read_csv(io.StringIO(shown(commit, "results/tables/04_round_quantization_sweep.csv")))
+        errors = [sweep[(sweep["w_bits"] == w) & (sweep["a_bits"] == a)]["test_error_pct"]
+                  for w, a in ((4, 1), (32, 32))]
+        difference, low, high = welch_reference(*errors)
+        assert four_bit["verdict"] == ("higher" if low > 0 else "no clear difference")
+        expected = four_bit["verdict"] if four_bit["verdict"] == "no clear difference" else \
+            f"{four_bit['verdict']} ({difference:+.2f}, CI {low:+.2f} to {high:+.2f})"
+        assert rows["04: 4-bit weights, binary activations vs full precision"][column] == expected
+        weights_only = quantization["sweep_verdicts"]["weights_only_vs_activations_only"]["verdict"]
+        assert rows["04: weights-only vs activations-only quantization"][column] == weights_only
+        shift = quantization["shift_ablation_verdicts"]["vs_bn_adam"]["shift_bn_adam"]
+        assert shift["n_a"] == shift["n_b"] == 5
+        assert rows["04: shift BN + Adam vs BN + Adam (5 seeds)"][column] == \
+            f"{shift['difference_pct']:+.2f} ({ci(shift)}), {shift['no_loss_verdict']}"
+    speed = committed_at(commits[0], "06_runtime_and_energy")["cpu_speedup"]
+    assert rows["06: bit-packed BNN vs torch float32, batch 1 / 100 / 10 000"][0] == \
+        f"{speed['batch_1']}x / {speed['batch_100']}x / {speed['batch_10000']}x (Intel)"
