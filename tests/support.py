@@ -1,7 +1,10 @@
-"""Helpers several test files share: the offline MNIST mirror and small learnable data."""
+"""Helpers several test files share: the offline MNIST mirror, small learnable data, and
+files as committed at an earlier commit (the README and notebook 05 quote some)."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,21 @@ def welch_reference(a, b, confidence: float = 0.95) -> tuple[float, float, float
     half = t_quantile_reference(0.5 + confidence / 2, df) * math.sqrt(var_a + var_b)
     return difference, difference - half, difference + half
 
+
+
+def shown(commit: str, path: str) -> str:
+    """`path` as committed at `commit`. Fails on a commit this clone should hold; skips only
+    in a shallow clone, which lacks the history."""
+    result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=paths.root(), capture_output=True, text=True)
+    if result.returncode:
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=paths.root(),
+                                 capture_output=True, text=True).stdout.strip() == "true"
+        if shallow:
+            pytest.skip(f"a shallow clone, without {commit}: this check needs the full history")
+        pytest.fail(f"git show {commit}:{path}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def committed_at(commit: str, name: str) -> dict:
+    """results/metrics/<name>.json as committed at `commit`."""
+    return json.loads(shown(commit, f"results/metrics/{name}.json"))

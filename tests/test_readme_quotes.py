@@ -7,12 +7,11 @@ import io
 import json
 import os
 import re
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
-from support import welch_reference
+from support import committed_at, shown, welch_reference
 
 from qnnpipeline import paths
 
@@ -180,22 +179,6 @@ def regeneration_table() -> tuple[list[str], dict[str, list[str]]]:
     return commits, rows
 
 
-def shown(commit: str, path: str) -> str:
-    """`path` as committed at `commit` (the README names the commits of its history table)."""
-    result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=paths.root(), capture_output=True, text=True)
-    if result.returncode:
-        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=paths.root(),
-                                 capture_output=True, text=True).stdout.strip() == "true"
-        if shallow:
-            pytest.skip(f"a shallow clone, without {commit}: the table's history needs a full one")
-        pytest.fail(f"git show {commit}:{path}: {result.stderr.strip()}")
-    return result.stdout
-
-
-def committed_at(commit: str, name: str) -> dict:
-    return json.loads(shown(commit, f"results/metrics/{name}.json"))
-
-
 def ci(verdict: dict) -> str:
     return f"CI {verdict['ci_low_pct']:+.2f} to {verdict['ci_high_pct']:+.2f}"
 
@@ -255,3 +238,30 @@ def test_the_regeneration_table_quotes_the_notebooks_as_committed():
     speed = committed_at(commits[0], "06_runtime_and_energy")["cpu_speedup"]
     assert rows["06: bit-packed BNN vs torch float32, batch 1 / 100 / 10 000"][0] == \
         f"{speed['batch_1']}x / {speed['batch_100']}x / {speed['batch_10000']}x (Intel)"
+
+
+FIRST_MADE = "0c5c3e1"  # the README names it: the batch-96 budget runs were first made there
+BUDGET_RUNS = ("mnist_cpu", "mnist_fp")
+SEED_RUNS = ("mnist_cpu_seed1", "mnist_cpu_seed2", "mnist_fp_seed1", "mnist_fp_seed2")
+
+
+def test_the_minutes_of_the_day_the_budget_runs_were_first_made():
+    """README and notebook 05 quote the budget runs' minutes on the day they were first made
+    beside those of their regeneration with the same bits: both read from the files."""
+    text = readme()
+    assert f"first made, commit {FIRST_MADE})" in text
+    minutes = {run: committed_at(FIRST_MADE, run)["provenance"]["wall_seconds"] / 60
+               for run in BUDGET_RUNS + SEED_RUNS}
+    first = [f"{minutes[run]:.1f}" for run in BUDGET_RUNS]
+    assert f"({first[0]} and {first[1]} min the day they were first made" in text
+    seeds = [minutes[run] for run in SEED_RUNS]
+    assert f"(regenerated there with the same bits; {min(seeds):.1f}-{max(seeds):.1f} min when first made)" in text
+    cells = json.loads((paths.root() / "notebooks" / "05_mnist_results.ipynb").read_text())["cells"]
+    prose = " ".join(" ".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown").split())
+    assert f"({first[0]} and {first[1]} min on the day they were first made, with the same bits)" in prose
+    assert f"where `mnist_budget` had trained in {first[0]} min (and in" in text
+    # "with the same bits": every column of every epoch but the seconds, then and now
+    for run in BUDGET_RUNS + SEED_RUNS:
+        then = pd.read_csv(io.StringIO(shown(FIRST_MADE, f"results/tables/{run}_history.csv")), dtype=str)
+        now = pd.read_csv(paths.root() / "results" / "tables" / f"{run}_history.csv", dtype=str)
+        pd.testing.assert_frame_equal(then.drop(columns="seconds"), now.drop(columns="seconds"))
