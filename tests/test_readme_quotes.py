@@ -265,3 +265,24 @@ def test_the_minutes_of_the_day_the_budget_runs_were_first_made():
         then = pd.read_csv(io.StringIO(shown(FIRST_MADE, f"results/tables/{run}_history.csv")), dtype=str)
         now = pd.read_csv(paths.root() / "results" / "tables" / f"{run}_history.csv", dtype=str)
         pd.testing.assert_frame_equal(then.drop(columns="seconds"), now.drop(columns="seconds"))
+
+
+def test_the_training_minutes_that_brought_the_budget_back():
+    """README: the training minutes (the epochs' seconds summed, as the search counts them) of
+    the 20-epoch and the 22-epoch budget runs, each at the commit it names, and the wall time
+    they leave out ("about a quarter of a minute")."""
+    text = readme()
+    twenty, twenty_two = regeneration_table()[0][-1], FIRST_MADE
+    trained = {(commit, run): committed_at(commit, run) for commit in (twenty, twenty_two) for run in BUDGET_RUNS}
+    short = [f"{trained[twenty, run]['seconds'] / 60:.1f}" for run in BUDGET_RUNS]
+    longer = [f"{trained[twenty_two, run]['seconds'] / 60:.1f}" for run in BUDGET_RUNS]
+    assert {trained[twenty, run]["epochs"] for run in BUDGET_RUNS} == {20}
+    assert {trained[twenty_two, run]["epochs"] for run in BUDGET_RUNS} == {22}
+    assert (f"trained the BNN's 20 epochs in {short[0]} min and the control's in {short[1]} min, side by side "
+            f"(commit {twenty}), and at batch 96 (whole panels of the kernel, search round 5 below) 22 epochs in "
+            f"{longer[0]} min (BNN) and {longer[1]} min (control) the day they were first made (commit "
+            f"{twenty_two})") in text
+    for (commit, run), made in trained.items():
+        history = pd.read_csv(io.StringIO(shown(commit, f"results/tables/{run}_history.csv")))
+        assert abs(history["seconds"].sum() - made["seconds"]) < 1  # "the sum of the epochs' seconds"
+        assert 0.1 < (made["provenance"]["wall_seconds"] - made["seconds"]) / 60 < 0.4  # "about a quarter"
