@@ -1,6 +1,7 @@
 """The budget-step benchmarks' shared minibatch (`benchmarks/budget_step.py`), and
-`benchmarks/activation_step.py` run as a script from the checkout, writing the report whose
-committed copy the README quotes (checked in test_nb_05_mnist_results)."""
+`benchmarks/activation_step.py` and `forward_step.py` run as scripts from the checkout,
+writing the reports whose committed copies the README quotes (checked in
+test_nb_05_mnist_results and test_readme_quotes)."""
 import importlib.util
 import json
 import subprocess
@@ -41,3 +42,16 @@ def test_activation_step_writes_the_race_of_the_two_nets(tmp_path):
     assert 0 < spread["min"] <= spread["median"] <= spread["max"]
     assert report["repeats"] == 2 and report["provenance"]["threads"] == 1
     assert report["provenance"]["numerics"]["profile"] == "portable"  # as the budget runs
+
+
+def test_forward_step_races_the_xnor_forward_against_the_budget(tmp_path):
+    out = tmp_path / "forward_step.json"
+    subprocess.run([sys.executable, str(BENCHMARKS / "forward_step.py"), "--repeats", "2", "--out", str(out)],
+                   check=True, capture_output=True, cwd=paths.root())
+    report = json.loads(out.read_text())
+    budget, lever = report["models"].values()
+    assert budget["matmul"] == "ordered" and lever == {**budget, "matmul": "xnor"}
+    first, second = report["training_step"].values()
+    assert first["ratio_to_budget"] == 1.0 and second["median_ms"] > 0
+    assert abs(second["ratio_to_budget"] - second["median_ms"] / first["median_ms"]) < 2e-3
+    assert report["provenance"]["wall_seconds"] > 0
