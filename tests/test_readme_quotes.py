@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from support import committed_at, shown, welch_reference
 
 from qnnpipeline import paths
@@ -286,3 +287,29 @@ def test_the_training_minutes_that_brought_the_budget_back():
         history = pd.read_csv(io.StringIO(shown(commit, f"results/tables/{run}_history.csv")))
         assert abs(history["seconds"].sum() - made["seconds"]) < 1  # "the sum of the epochs' seconds"
         assert 0.1 < (made["provenance"]["wall_seconds"] - made["seconds"]) / 60 < 0.4  # "about a quarter"
+
+
+def test_the_readme_quotes_the_xnor_forward_race():
+    """Round 6's lever raced against the budget's step (`benchmarks/forward_step.py`): the
+    ratios quoted, and what they make of round 6's 27 epochs against the budget's 22."""
+    report = json.loads((paths.root() / "results" / "benchmarks" / "forward_step.json").read_text())
+    text = readme()
+    made = report["provenance"]
+    assert made["dirty"] is False and made["threads"] == 1
+    machine = "Intel Xeon" if made["cpu"].startswith("Intel") else " ".join(made["cpu"].split()[:2])
+    assert f"on a {made['logical_cpus']}-core {machine} from a clean checkout of commit {made['commit'][:7]}" in text
+    budget_model, lever_model = report["models"].values()
+    params = yaml.safe_load((paths.root() / "params.yaml").read_text())["mnist_cpu"]
+    assert budget_model == params["model"] and lever_model == {**budget_model, "matmul": "xnor"}
+    lever = report["training_step"]["lever: XNOR forward"]
+    spread = report["lever_ratio_by_round"]
+    assert (f"the XNOR step took {lever['ratio_to_budget']:.2f} times the ordered one (medians of "
+            f"{report['repeats']} samples of about five steps each; best samples "
+            f"{lever['best_ratio_to_budget']:.2f}; "
+            f"one ratio per round {spread['min']:.3f}-{spread['max']:.3f})") in text
+    round_6 = search()
+    epochs, budget_epochs = round_6[round_6["round"] == 6]["epoch"].max(), params["train"]["epochs"]
+    cost = epochs * lever["ratio_to_budget"]
+    assert (f"{epochs} such epochs cost what {cost:.1f} ordered ones do, {100 * (cost / budget_epochs - 1):.0f} % "
+            f"over the budget's {budget_epochs}") in text
+    assert cost > budget_epochs  # "over", "at the budget's edge"
