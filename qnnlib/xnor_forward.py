@@ -12,9 +12,10 @@ order, rounding each partial sum, so the two can differ in the last bit when s i
 power of two; without dropout (s = 1, evaluation) they agree bit for bit.
 
 On the budget net (784-2048x3-10, batch 96) it replaces the two hidden-to-hidden float
-products of the forward pass, which took a fifth of the training step
-(`benchmarks/train_step.py --numerics`). `xnor_product` returns None for inputs of
-another kind (the pixels entering the first layer), and the caller falls back.
+products of the forward pass, which took a fifth of the training step;
+`benchmarks/forward_step.py` races the whole step against the ordered one. `xnor_product`
+returns None for inputs of another kind (the pixels entering the first layer), and the
+caller falls back.
 """
 from __future__ import annotations
 
