@@ -1,6 +1,7 @@
 """Notebook 05 (the paper's MNIST experiment beside Table 1) runs on tiny training runs,
 reproduces under nbval, and says "pending" for the paper-scale run that does not exist."""
 import json
+import math
 from types import SimpleNamespace
 
 import pandas as pd
@@ -262,6 +263,11 @@ def test_quoted_search_rounds_11_to_13_match_the_committed_search():
     reported = reported_bnn_runs()
     gap = sum(run["test_error_pct"] - run["best_val_error_pct"] for run in reported) / len(reported)
     assert 0.15 < gap < 0.25 and paired.per_seed.mean() + gap > 1.5
+    test = sum(run["test_error_pct"] for run in reported) / len(reported)
+    validation = sum(run["best_val_error_pct"] for run in reported) / len(reported)
+    assert (f"about {gap:.1f} points above the best validation error ({test:.2f} % against {validation:.2f} %), "
+            f"so {paired.per_seed.mean():.2f} % validation points to about {paired.per_seed.mean() + gap:.1f} % "
+            f"test") in readme
     assert chosen["model"].get("act_mode", "deterministic") == "deterministic"
     assert chosen["model"]["dropout_hidden"] == 0.3
     assert chosen["model"]["matmul"] == "ordered" and chosen["train"]["epochs"] == 22
@@ -456,6 +462,21 @@ def test_quoted_budget_search_numbers_match_the_committed_search():
         assert f"{difference.mean():+.2f} ± {difference.std():.2f}" in params.replace("\n# ", " "), name
         assert wins < len(difference)  # "none is better on every seed"
         assert difference.mean() > -difference.std()  # any lead sits well within the spread
+    flat = " ".join(readme.split())
+    latest = best[False].loc[per_seed.index]
+    assert f"| latest (the budget's) | {latest.mean():.2f} ± {latest.std():.2f} % | | |" in readme
+    paired_10 = {name: per_seed[name] - latest for name in per_seed}
+    leader = min(paired_10, key=lambda name: paired_10[name].mean())
+    assert (f"the one ahead on average (by {-paired_10[leader].mean():.2f} points) is well inside the spread of "
+            f"its paired differences ({paired_10[leader].std():.2f} points)") in flat
+    steadiest = min(per_seed, key=lambda name: per_seed[name].std())
+    assert ROUND_10_TABLE[steadiest] == "exponential, decay 0.999"  # "the short exponential average"
+    assert f"most even over seeds (sd {per_seed[steadiest].std():.2f} against {latest.std():.2f} points)" in flat
+    # "decay 0.999 and 0.9997: half-lives of 1.3 and 4.4 epochs", one decay per step
+    steps = math.ceil(50_000 / chosen["train"]["batch_size"])
+    lives = [math.log(0.5) / math.log(decay) / steps for decay in (0.999, 0.9997)]
+    assert f"(decay 0.999 and 0.9997: half-lives of {lives[0]:.1f} and {lives[1]:.1f} epochs)" in flat
+    assert {"EMA 0.999", "EMA 0.9997"} <= set(per_seed)
     assert chosen["model"]["matmul"] == "ordered" and chosen["train"]["epochs"] == 22
     for run in ("mnist_cpu", "mnist_fp"):  # the control keeps the BNN's protocol
         assert yaml.safe_load(params)[run]["train"]["lr_end"] == pytest.approx(chosen["train"]["lr_start"] / 100)

@@ -66,6 +66,17 @@ def test_the_budget_paragraph_compares_with_the_earlier_seeds():
     assert f"against {mean_sd(before)}: a change of {difference:+.2f} points (95 % CI {low:+.2f} to {high:+.2f}" in \
         budget_paragraph()
     assert low < 0 < high and "no clear difference" in budget_paragraph()
+    # the batch-100 runs' validation and control, and seed 0's budget run that round 4 checked against
+    runs_then = {kind: [committed_at(commit, f"{kind}{suffix}") for suffix in SEEDS]
+                 for kind in ("mnist_cpu", "mnist_fp")}
+    validation_then = mean_sd([run["best_val_error_pct"] for run in runs_then["mnist_cpu"]])
+    assert f"mean best-validation error {mean_sd([metrics(f'mnist_cpu{x}')['best_val_error_pct'] for x in SEEDS])} " \
+           f"against {validation_then} before" in budget_paragraph()
+    control_then = mean_sd([run["test_error_pct"] for run in runs_then["mnist_fp"]])
+    assert f"The control moved from {control_then} to " in budget_paragraph()
+    seed_0 = runs_then["mnist_cpu"][0]
+    assert (f"against {seed_0['best_val_error_pct']:.2f} % and {seed_0['test_error_pct']:.2f} % with 3e-5" in text
+            and seed_0["config"]["lr_end"] == pytest.approx(3e-5))
     # "seed 0 moved by 0.30 points under MKL's pinned products, more than the seeds' sd"
     first_two = regeneration_table()[0][:2]
     native, pinned = (committed_at(c, "mnist_cpu")["test_error_pct"] for c in first_two)
@@ -105,6 +116,8 @@ def test_the_readme_quotes_search_rounds_4_to_6_as_recorded():
     assert (f"against {best_of(runs, '3 x 2048, ordered, lr 3e-3 -> 3e-5, seed 0 (budget run)')} and "
             in text)
     round_5 = best_of(runs, "batch 96, 22 epochs, dropout 0 / 0.3")
+    torch7 = best_of(runs, "batch 96, 22 epochs, stochastic activations, no dropout")
+    assert f"Round 5 tried that on seed 100 alone ({torch7} against {round_5})" in text
     assert f"On seed 100 it reached {round_5} validation error against round 3's {round_3}" in text
     round_6 = runs[runs["round"] == 6]
     errors = {row: best_of(round_6, name) for name, row in
