@@ -64,6 +64,11 @@ def welch_reference(a, b, confidence: float = 0.95) -> tuple[float, float, float
 
 
 
+def machine_name(provenance: dict) -> str:
+    """How the README names the CPU of a record: "Intel Xeon" or "AMD EPYC"."""
+    return "Intel Xeon" if provenance["cpu"].startswith("Intel") else " ".join(provenance["cpu"].split()[:2])
+
+
 def shown(commit: str, path: str) -> str:
     """`path` as committed at `commit`. Fails on a commit this clone should hold; skips only
     in a shallow clone, which lacks the history."""

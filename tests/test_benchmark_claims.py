@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+from support import machine_name
+
 from qnnpipeline import paths
 
 
@@ -53,7 +55,7 @@ def test_readme_names_the_machine_and_commit_that_made_the_executor_benchmark():
     readme = (paths.root() / "README.md").read_text()
     section = " ".join(readme[readme.index("**What the local default costs.**"):].split())
     made = report["provenance"]
-    machine = "Intel Xeon" if made["cpu"].startswith("Intel") else " ".join(made["cpu"].split()[:2])
+    machine = machine_name(made)
     cores = made["logical_cpus"]
     assert made["dirty"] is False
     assert f"On a {cores}-core {machine}, from a clean checkout of commit {made['commit'][:7]}" in section
@@ -68,7 +70,7 @@ def test_readme_numerics_cost_table_is_the_committed_benchmark():
     report = json.loads((paths.root() / "results" / "reproducibility" / "numerics_cost.json").read_text())
     section = numerics_cost_section()
     made = report["machine"]
-    machine = "Intel Xeon" if made["cpu"].startswith("Intel") else " ".join(made["cpu"].split()[:2])
+    machine = machine_name(made)
     assert made["dirty"] is False
     flat = " ".join(section.split())
     assert (f"on a {made['logical_cpus']}-core {machine}, from a clean checkout of commit "
